@@ -1,0 +1,419 @@
+"""Atoms -> Gaussian density images (2D) or voxel grids (3D).
+
+Pixels run along the cell vectors: pixel ``m = (m_1, ..., m_d)`` sits at the
+fractional coordinates ``m_i / n_i``, so hexagonal and other non-orthogonal
+cells work and an ``n x m`` supercell image is the tiled cell image whenever the
+cell lengths are whole multiples of the spacing.
+
+Each atom contributes a normalised Gaussian
+``w * (2 pi sigma^2)^(-d/2) * exp(-r^2 / (2 sigma^2))`` evaluated with the real
+Cartesian distance ``r`` to every periodic image within ``cutoff * sigma``.
+``w`` is 1 in its species channel (``mode="species"``) or the atomic number in
+a single channel (``mode="z"``). The integral of a channel over the cell,
+``image.sum() * pixel_volume``, is therefore the number of atoms of that
+species (times Z in mode ``"z"``), up to the truncation at the cutoff
+(``exp(-cutoff^2/2)`` relative in 2D) and the grid sampling error.
+
+Cost is O(N_atoms * stencil + pixels): every atom visits a fixed stencil of
+pixels around it. :func:`rasterize_strips` yields the image a strip of rows
+(along cell vector 1) at a time, so arbitrarily large sheets rasterize with
+bounded image memory.
+
+Two implementations: :func:`rasterize` (NumPy, the readable reference) and
+:func:`rasterize_tf` (TensorFlow, differentiable with respect to positions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from .errors import GridError, InputError, SpeciesError
+from .grid import GridSpec
+
+__all__ = [
+    "Prepared",
+    "prepare",
+    "image_shape",
+    "pixel_volume",
+    "rasterize",
+    "rasterize_strips",
+    "rasterize_tf",
+]
+
+_CHUNK_ENTRIES = 1 << 21  # atoms x stencil entries evaluated at once
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A validated structure, reduced to what rasterization needs.
+
+    Attributes
+    ----------
+    lattice : (d, d) array
+        Rows are the periodic cell vectors (Cartesian; for 2D their xy part).
+    frac : (N, d) array
+        Fractional coordinates of the atoms, wrapped into [0, 1).
+    channel : (N,) int array
+        Channel index of each atom.
+    weight : (N,) float array
+        Weight of each atom's Gaussian (1, or Z in mode "z").
+    shape : tuple of int
+        Pixels along each periodic cell vector.
+    """
+
+    lattice: np.ndarray
+    frac: np.ndarray
+    channel: np.ndarray
+    weight: np.ndarray
+    shape: tuple[int, ...]
+
+    @property
+    def dim(self) -> int:
+        return len(self.shape)
+
+
+def _structure_arrays(atoms: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """positions, numbers, cell, pbc from an ase.Atoms, a dict or a 4-tuple."""
+    if hasattr(atoms, "get_positions") and hasattr(atoms, "cell"):
+        return (
+            np.asarray(atoms.get_positions(), dtype=np.float64),
+            np.asarray(atoms.numbers, dtype=np.int64),
+            np.asarray(atoms.cell[:], dtype=np.float64),
+            np.asarray(atoms.pbc, dtype=bool),
+        )
+    if isinstance(atoms, dict):
+        try:
+            atoms = (atoms["positions"], atoms["numbers"], atoms["cell"], atoms.get("pbc", True))
+        except KeyError as e:
+            raise InputError(f"structure dict lacks {e}; give positions, numbers, cell (and pbc)") from None
+    if isinstance(atoms, (tuple, list)) and len(atoms) == 4:
+        pos, num, cell, pbc = atoms
+        pos = np.asarray(pos, dtype=np.float64)
+        num = np.asarray(num, dtype=np.int64).reshape(-1)
+        cell = np.asarray(cell, dtype=np.float64)
+        if cell.shape == (3,):
+            cell = np.diag(cell)
+        pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
+        if pos.ndim != 2 or pos.shape[1] != 3 or (len(pos) and pos.shape[0] != num.shape[0]):
+            raise InputError(
+                f"positions must have shape (N, 3) matching numbers (N,), got {pos.shape} and {num.shape}"
+            )
+        if cell.shape != (3, 3):
+            raise InputError(f"cell must have shape (3, 3), got {cell.shape}")
+        return pos, num, cell, pbc
+    raise InputError(
+        f"cannot rasterize a {type(atoms).__name__}; give an ase.Atoms or (positions, numbers, cell, pbc)"
+    )
+
+
+def _check_lattice(cell: np.ndarray, pbc: np.ndarray, pos: np.ndarray, spec: GridSpec) -> np.ndarray:
+    if not np.all(np.isfinite(cell)):
+        raise InputError("cell contains NaN or inf; give a finite cell in Angstrom")
+    lengths = np.linalg.norm(cell, axis=1)
+    d = spec.dim
+    if d == 2:
+        if not (pbc[0] and pbc[1]):
+            raise InputError(
+                f"a 2D grid needs periodic in-plane cell vectors 1 and 2, but pbc={tuple(bool(p) for p in pbc)}; "
+                "set atoms.pbc = (True, True, False)"
+            )
+        for i in (0, 1):
+            if lengths[i] < 1e-8:
+                raise InputError(f"cell vector {i + 1} is zero: 2D systems need two in-plane periodic vectors")
+            if abs(cell[i, 2]) > 1e-6 * lengths[i]:
+                raise InputError(
+                    f"cell vector {i + 1} = {cell[i].tolist()} is not in the xy plane: 2D grids need the sheet in "
+                    "the xy plane with vacuum along z (rotate the structure, e.g. ase.build.rotate)"
+                )
+        lat = cell[:2, :2].copy()
+        area = abs(np.linalg.det(lat))
+        if area < 1e-6 * lengths[0] * lengths[1]:
+            raise InputError("cell vectors 1 and 2 are parallel (degenerate cell): the in-plane cell has no area")
+        if pbc[2]:
+            if lengths[2] < 1e-8:
+                raise InputError(
+                    "cell vector 3 is zero but pbc[2] is True: 2D systems need vacuum along z; "
+                    "set atoms.pbc = (True, True, False) or add vacuum with atoms.center(vacuum=10, axis=2)"
+                )
+            height = abs(np.dot(cell[2], np.cross(cell[0], cell[1]))) / np.linalg.norm(np.cross(cell[0], cell[1]))
+            extent = float(np.ptp(pos[:, 2])) if len(pos) else 0.0
+            vacuum = height - extent
+            if vacuum < spec.min_vacuum:
+                raise InputError(
+                    f"2D system without vacuum: only {vacuum:.2f} A between periodic images along z "
+                    f"(need >= {spec.min_vacuum} A). For a bulk crystal use a 3D grid (dim=3); for a sheet add "
+                    "vacuum with atoms.center(vacuum=10, axis=2) or set pbc=(True, True, False)"
+                )
+        return lat
+    if not np.all(pbc):
+        raise InputError(
+            f"a 3D grid needs a cell periodic in all three directions, but pbc={tuple(bool(p) for p in pbc)}; "
+            "for a 2D material use a 2D grid (dim=2)"
+        )
+    for i in range(3):
+        if lengths[i] < 1e-8:
+            raise InputError(
+                f"cell vector {i + 1} is zero: 3D grids need three periodic cell vectors"
+                + (" (2D systems need vacuum along z and a 2D grid, dim=2)" if i == 2 else "")
+            )
+    vol = abs(np.linalg.det(cell))
+    if vol < 1e-6 * np.prod(lengths):
+        raise InputError("cell vectors are linearly dependent (degenerate cell): the cell has no volume")
+    return cell.copy()
+
+
+def prepare(atoms: Any, spec: GridSpec) -> Prepared:
+    """Validate a structure against a grid specification.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms or (positions, numbers, cell, pbc)
+    spec : GridSpec
+
+    Raises
+    ------
+    InputError, SpeciesError
+        With a message naming the problem and the fix.
+    """
+    pos, num, cell, pbc = _structure_arrays(atoms)
+    if len(num) == 0:
+        raise InputError("structure is empty (no atoms); nothing to rasterize")
+    bad = np.flatnonzero(~np.all(np.isfinite(pos), axis=1))
+    if bad.size:
+        raise InputError(
+            f"positions of atom(s) {bad[:10].tolist()}{'...' if bad.size > 10 else ''} are NaN or inf; "
+            "fix the structure before rasterizing"
+        )
+    lat = _check_lattice(cell, pbc, pos, spec)
+    lut = {z: i for i, z in enumerate(spec.species)}
+    unknown = sorted(set(num.tolist()) - set(lut))
+    if unknown:
+        names = ", ".join(f"{chemical_symbols[z] if 0 < z < len(chemical_symbols) else '?'} (Z={z})" for z in unknown)
+        raise SpeciesError(
+            f"element(s) {names} not in the grid's species list {list(spec.symbols)}; "
+            "remove them or use a grid/model whose species include them"
+        )
+    d = spec.dim
+    shape = spec.pixels_along(np.linalg.norm(lat, axis=1))
+    frac = pos[:, :d] @ np.linalg.inv(lat)
+    frac -= np.floor(frac)
+    frac[frac >= 1.0] = 0.0  # -1e-17 wraps to 1.0 in floating point
+    if spec.mode == "species":
+        channel = np.fromiter((lut[z] for z in num.tolist()), dtype=np.int64, count=len(num))
+        weight = np.ones(len(num))
+    else:
+        channel = np.zeros(len(num), dtype=np.int64)
+        weight = num.astype(np.float64)
+    return Prepared(lattice=lat, frac=frac, channel=channel, weight=weight, shape=shape)
+
+
+def image_shape(atoms: Any, spec: GridSpec) -> tuple[int, ...]:
+    """Shape ``(n_1, ..., n_d, channels)`` of the image of ``atoms``."""
+    return prepare(atoms, spec).shape + (spec.n_channels,)
+
+
+def pixel_volume(atoms_or_prepared: Any, spec: GridSpec) -> float:
+    """Area (2D, A^2) or volume (3D, A^3) of one pixel."""
+    p = atoms_or_prepared if isinstance(atoms_or_prepared, Prepared) else prepare(atoms_or_prepared, spec)
+    return float(abs(np.linalg.det(p.lattice)) / np.prod(p.shape))
+
+
+def _stencil(lattice: np.ndarray, shape: tuple[int, ...], radius: float) -> np.ndarray:
+    """Integer pixel offsets that can lie within ``radius`` of an atom in a pixel.
+
+    An atom at fractional pixel position ``b + phi`` (``phi`` in [0, 1)^d)
+    reaches pixel ``b + o``; we keep the offsets ``o`` for which some ``phi``
+    gives a distance <= radius (a safe superset by the triangle inequality).
+    """
+    n = np.asarray(shape, dtype=np.float64)
+    inv = np.linalg.inv(lattice)
+    reach = radius * np.linalg.norm(inv, axis=0) * n  # extent in pixels along each axis
+    k = np.ceil(reach).astype(int)
+    ranges = [np.arange(-ki, ki + 2) for ki in k]
+    off = np.array(list(itertools.product(*ranges)), dtype=np.int64)
+    corners = np.array(list(itertools.product((0.0, 1.0), repeat=len(shape))))
+    half_diag = np.max(np.linalg.norm(((corners - 0.5) / n) @ lattice, axis=1))
+    centre = np.linalg.norm(((off - 0.5) / n) @ lattice, axis=1)
+    return off[centre - half_diag <= radius + 1e-12]
+
+
+def _norm(spec: GridSpec) -> float:
+    return float((2.0 * np.pi * spec.sigma**2) ** (-spec.dim / 2.0))
+
+
+def rasterize_strips(
+    atoms: Any,
+    spec: GridSpec,
+    rows_per_strip: int | None = None,
+    dtype: Any = np.float32,
+    prepared: Prepared | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield the image strip by strip along cell vector 1.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms or (positions, numbers, cell, pbc)
+    spec : GridSpec
+    rows_per_strip : int, optional
+        Pixel rows (along cell vector 1) per strip; by default about 2^20
+        pixels per strip.
+    dtype : numpy dtype of the yielded strips.
+
+    Yields
+    ------
+    (start_row, strip)
+        ``strip`` has shape ``(rows, n_2[, n_3], channels)``; concatenating
+        the strips along axis 0 gives :func:`rasterize`'s image.
+    """
+    p = prepared if prepared is not None else prepare(atoms, spec)
+    shape = p.shape
+    n = np.asarray(shape)
+    n0 = int(shape[0])
+    rest = tuple(shape[1:])
+    n_rest = int(np.prod(rest)) if rest else 1
+    C = spec.n_channels
+    if rows_per_strip is None:
+        rows_per_strip = max(1, (1 << 20) // max(1, n_rest * C))
+    if rows_per_strip < 1:
+        raise GridError(f"rows_per_strip must be >= 1, got {rows_per_strip}")
+
+    off = _stencil(p.lattice, shape, spec.radius)
+    off_cart = (off / n) @ p.lattice  # (S, d)
+    off_sq = np.einsum("sd,sd->s", off_cart, off_cart)
+    S = len(off)
+    R2 = spec.radius**2
+    inv2s2 = 0.5 / spec.sigma**2
+    norm = _norm(spec)
+    o0min, o0max = int(off[:, 0].min()), int(off[:, 0].max())
+
+    scaled = p.frac * n
+    base = np.floor(scaled).astype(np.int64)
+    base = np.minimum(base, n - 1)
+    row = base[:, 0]
+    order = np.argsort(row, kind="stable")
+    row_sorted = row[order]
+    chunk = max(1, _CHUNK_ENTRIES // S)
+
+    for r0 in range(0, n0, rows_per_strip):
+        r1 = min(n0, r0 + rows_per_strip)
+        h = r1 - r0
+        # atoms whose stencil reaches rows [r0, r1): base row in [r0 - o0max, r1 - 1 - o0min]
+        span = (r1 - 1 - o0min) - (r0 - o0max) + 1
+        if span >= n0:
+            sel = order
+        else:
+            lo = (r0 - o0max) % n0
+            hi = lo + span  # exclusive, may exceed n0 (wrap)
+            a = np.searchsorted(row_sorted, lo, side="left")
+            b = np.searchsorted(row_sorted, min(hi, n0), side="left")
+            sel = order[a:b]
+            if hi > n0:
+                b2 = np.searchsorted(row_sorted, hi - n0, side="left")
+                sel = np.concatenate([sel, order[:b2]])
+        acc = np.zeros(h * n_rest * C, dtype=np.float64)
+        for c0 in range(0, len(sel), chunk):
+            idx = sel[c0 : c0 + chunk]
+            phi = scaled[idx] - base[idx]  # (M, d) in [0, 1)
+            phi_cart = (phi / n) @ p.lattice  # (M, d)
+            r2 = off_sq[None, :] - 2.0 * (phi_cart @ off_cart.T) + np.einsum("md,md->m", phi_cart, phi_cart)[:, None]
+            m0 = (base[idx, 0][:, None] + off[None, :, 0]) % n0
+            keep = (r2 <= R2) & (m0 >= r0) & (m0 < r1)
+            ai, si = np.nonzero(keep)
+            if ai.size == 0:
+                continue
+            vals = np.exp(-r2[ai, si] * inv2s2) * (norm * p.weight[idx[ai]])
+            flat = (m0[ai, si] - r0) * n_rest
+            for j in range(1, len(shape)):
+                mj = (base[idx[ai], j] + off[si, j]) % shape[j]
+                flat = flat + mj * int(np.prod(shape[j + 1 :]))
+            flat = flat * C + p.channel[idx[ai]]
+            acc += np.bincount(flat, weights=vals, minlength=acc.size)
+        yield r0, acc.reshape((h,) + rest + (C,)).astype(dtype, copy=False)
+
+
+def rasterize(atoms: Any, spec: GridSpec, dtype: Any = np.float32) -> np.ndarray:
+    """Rasterize a structure into an image (NumPy reference implementation).
+
+    Parameters
+    ----------
+    atoms : ase.Atoms or (positions, numbers, cell, pbc)
+    spec : GridSpec
+    dtype : numpy dtype of the result (accumulation is in float64).
+
+    Returns
+    -------
+    image : ndarray, shape ``(n_1, ..., n_d, channels)``
+        Density in atoms per A^d (times Z in mode "z").
+
+    Examples
+    --------
+    >>> from ase.build import graphene
+    >>> from ednn import GridSpec, rasterize
+    >>> img = rasterize(graphene(a=2.46, vacuum=None), GridSpec(species=("C",)))
+    """
+    p = prepare(atoms, spec)
+    out = np.empty(p.shape + (spec.n_channels,), dtype=dtype)
+    for r0, strip in rasterize_strips(None, spec, dtype=dtype, prepared=p):
+        out[r0 : r0 + strip.shape[0]] = strip
+    return out
+
+
+def rasterize_tf(atoms: Any, spec: GridSpec, positions: Any = None, dtype: Any = None):
+    """Rasterize with TensorFlow, differentiably with respect to positions.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms or (positions, numbers, cell, pbc)
+        Gives the cell, species and (unless ``positions`` is given) positions.
+    spec : GridSpec
+    positions : tf.Tensor or tf.Variable, shape (N, 3), optional
+        Cartesian positions to differentiate with respect to; defaults to the
+        positions of ``atoms``.
+    dtype : tf dtype, default float32
+
+    Returns
+    -------
+    tf.Tensor of shape ``(n_1, ..., n_d, channels)``, equal to
+    :func:`rasterize` up to floating-point rounding.
+    """
+    import tensorflow as tf
+
+    dtype = dtype or tf.float32
+    p = prepare(atoms, spec)
+    if positions is None:
+        positions = _structure_arrays(atoms)[0]
+    pos = tf.convert_to_tensor(positions)
+    if pos.dtype != dtype:
+        pos = tf.cast(pos, dtype)
+    n = np.asarray(p.shape)
+    d = p.dim
+    lat = p.lattice
+    off = _stencil(lat, p.shape, spec.radius)
+    inv = tf.constant(np.linalg.inv(lat), dtype=dtype)
+    frac = tf.matmul(pos[:, :d], inv)
+    frac = frac - tf.stop_gradient(tf.floor(frac))
+    scaled = frac * tf.constant(n, dtype=dtype)
+    base = tf.stop_gradient(tf.floor(scaled))
+    phi = scaled - base
+    base_i = tf.cast(base, tf.int64)
+    base_i = tf.minimum(base_i, tf.constant(n - 1, tf.int64))
+    phi_cart = tf.matmul(phi / tf.constant(n, dtype=dtype), tf.constant(lat, dtype=dtype))  # (N, d)
+    off_cart = tf.constant((off / n) @ lat, dtype=dtype)  # (S, d)
+    diff = off_cart[None, :, :] - phi_cart[:, None, :]
+    r2 = tf.reduce_sum(diff * diff, axis=-1)  # (N, S)
+    mask = tf.cast(r2 <= spec.radius**2, dtype)
+    w = tf.constant(p.weight * _norm(spec), dtype=dtype)
+    vals = w[:, None] * tf.exp(-r2 * (0.5 / spec.sigma**2)) * mask
+    m = (base_i[:, None, :] + tf.constant(off, tf.int64)[None, :, :]) % tf.constant(n, tf.int64)
+    strides = np.array([int(np.prod(p.shape[i + 1 :])) for i in range(d)], dtype=np.int64)
+    flat = tf.reduce_sum(m * tf.constant(strides, tf.int64), axis=-1)
+    C = spec.n_channels
+    flat = flat * C + tf.constant(p.channel, tf.int64)[:, None]
+    img = tf.math.unsorted_segment_sum(tf.reshape(vals, [-1]), tf.reshape(flat, [-1]), int(np.prod(p.shape)) * C)
+    return tf.reshape(img, list(p.shape) + [C])
