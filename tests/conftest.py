@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny ase.Atoms built here, no downloads."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import graphene as ase_graphene
+
+A_GRAPHENE = 2.46
+A_HBN = 2.50
+
+
+def hexagonal_cell(a: float, c: float = 0.0) -> np.ndarray:
+    return np.array([[a, 0.0, 0.0], [-a / 2, a * np.sqrt(3) / 2, 0.0], [0.0, 0.0, c]])
+
+
+def make_graphene(a: float = A_GRAPHENE) -> Atoms:
+    return ase_graphene(formula="C2", a=a, vacuum=None)
+
+
+def make_hbn(a: float = A_HBN) -> Atoms:
+    return ase_graphene(formula="BN", a=a, vacuum=None)
+
+
+def make_random_bcn(seed: int = 0, reps=(3, 3), a: float = A_GRAPHENE) -> Atoms:
+    rng = np.random.default_rng(seed)
+    at = make_graphene(a).repeat((reps[0], reps[1], 1))
+    at.numbers = rng.choice([5, 6, 7], size=len(at))
+    at.positions[:, :2] += rng.normal(scale=0.05, size=(len(at), 2))
+    at.positions[:, 2] = rng.normal(scale=0.1, size=len(at))
+    return at
+
+
+@pytest.fixture
+def graphene():
+    return make_graphene()
+
+
+@pytest.fixture
+def hbn():
+    return make_hbn()
+
+
+@pytest.fixture
+def bcn():
+    return make_random_bcn()
