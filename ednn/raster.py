@@ -53,37 +53,62 @@ _CHUNK_ENTRIES = 1 << 17  # atoms x stencil entries evaluated at once (fits in c
 class Prepared:
     """A validated structure, reduced to what rasterization needs.
 
+    Holds references to the structure's own position and number arrays (no
+    per-atom copies), so that memory stays O(chunk) while rasterizing.
+
     Attributes
     ----------
     lattice : (d, d) array
         Rows are the periodic cell vectors (Cartesian; for 2D their xy part).
-    frac : (N, d) array
-        Fractional coordinates of the atoms, wrapped into [0, 1).
-    channel : (N,) int array
-        Channel index of each atom.
-    weight : (N,) float array
-        Weight of each atom's Gaussian (1, or Z in mode "z").
+    positions : (N, 3) array
+        Cartesian positions (a view of the structure's array).
+    numbers : (N,) int array
+    lut_channel, lut_weight : arrays indexed by atomic number
+        Channel index and Gaussian weight (1, or Z in mode "z") of each element.
     shape : tuple of int
         Pixels along each periodic cell vector.
     """
 
     lattice: np.ndarray
-    frac: np.ndarray
-    channel: np.ndarray
-    weight: np.ndarray
+    positions: np.ndarray
+    numbers: np.ndarray
+    lut_channel: np.ndarray
+    lut_weight: np.ndarray
     shape: tuple[int, ...]
 
     @property
     def dim(self) -> int:
         return len(self.shape)
 
+    @property
+    def n_atoms(self) -> int:
+        return len(self.numbers)
+
+    def frac(self, sl: slice = slice(None)) -> np.ndarray:
+        """Fractional coordinates of atoms ``sl``, wrapped into [0, 1)."""
+        d = self.dim
+        f = self.positions[sl, :d] @ np.linalg.inv(self.lattice)
+        f -= np.floor(f)
+        f[f >= 1.0] = 0.0  # -1e-17 wraps to 1.0 in floating point
+        return f
+
+    def channel(self, sl: slice = slice(None)) -> np.ndarray:
+        return self.lut_channel[self.numbers[sl]]
+
+    def weight(self, sl: slice = slice(None)) -> np.ndarray:
+        return self.lut_weight[self.numbers[sl]]
+
+
+_VALIDATE_CHUNK = 1 << 16
+_PASS_ATOMS = 1 << 16  # atoms read per pass over the structure in rasterize_strips
+
 
 def _structure_arrays(atoms: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """positions, numbers, cell, pbc from an ase.Atoms, a dict or a 4-tuple."""
     if hasattr(atoms, "get_positions") and hasattr(atoms, "cell"):
         return (
-            np.asarray(atoms.get_positions(), dtype=np.float64),
-            np.asarray(atoms.numbers, dtype=np.int64),
+            np.asarray(atoms.positions, dtype=np.float64),  # the Atoms' own array, not a copy
+            np.asarray(atoms.numbers),
             np.asarray(atoms.cell[:], dtype=np.float64),
             np.asarray(atoms.pbc, dtype=bool),
         )
@@ -112,7 +137,7 @@ def _structure_arrays(atoms: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     )
 
 
-def _check_lattice(cell: np.ndarray, pbc: np.ndarray, pos: np.ndarray, spec: GridSpec) -> np.ndarray:
+def _check_lattice(cell: np.ndarray, pbc: np.ndarray, z_extent: float, spec: GridSpec) -> np.ndarray:
     if not np.all(np.isfinite(cell)):
         raise InputError("cell contains NaN or inf; give a finite cell in Angstrom")
     lengths = np.linalg.norm(cell, axis=1)
@@ -142,8 +167,7 @@ def _check_lattice(cell: np.ndarray, pbc: np.ndarray, pos: np.ndarray, spec: Gri
                     "set atoms.pbc = (True, True, False) or add vacuum with atoms.center(vacuum=10, axis=2)"
                 )
             height = abs(np.dot(cell[2], np.cross(cell[0], cell[1]))) / np.linalg.norm(np.cross(cell[0], cell[1]))
-            extent = float(np.ptp(pos[:, 2])) if len(pos) else 0.0
-            vacuum = height - extent
+            vacuum = height - z_extent
             if vacuum < spec.min_vacuum:
                 raise InputError(
                     f"2D system without vacuum: only {vacuum:.2f} A between periodic images along z "
@@ -184,33 +208,36 @@ def prepare(atoms: Any, spec: GridSpec) -> Prepared:
     pos, num, cell, pbc = _structure_arrays(atoms)
     if len(num) == 0:
         raise InputError("structure is empty (no atoms); nothing to rasterize")
-    bad = np.flatnonzero(~np.all(np.isfinite(pos), axis=1))
-    if bad.size:
-        raise InputError(
-            f"positions of atom(s) {bad[:10].tolist()}{'...' if bad.size > 10 else ''} are NaN or inf; "
-            "fix the structure before rasterizing"
-        )
-    lat = _check_lattice(cell, pbc, pos, spec)
-    lut = {z: i for i, z in enumerate(spec.species)}
-    unknown = sorted(set(num.tolist()) - set(lut))
-    if unknown:
-        names = ", ".join(f"{chemical_symbols[z] if 0 < z < len(chemical_symbols) else '?'} (Z={z})" for z in unknown)
-        raise SpeciesError(
-            f"element(s) {names} not in the grid's species list {list(spec.symbols)}; "
-            "remove them or use a grid/model whose species include them"
-        )
-    d = spec.dim
+    lut_channel = np.full(max(int(num.max()) + 1, max(spec.species) + 1), -1, dtype=np.int64)
+    for i, z in enumerate(spec.species):
+        lut_channel[z] = i if spec.mode == "species" else 0
+    lut_weight = np.ones(len(lut_channel)) if spec.mode == "species" else np.arange(len(lut_channel), dtype=np.float64)
+    zmin, zmax = np.inf, -np.inf
+    for c0 in range(0, len(num), _VALIDATE_CHUNK):  # O(chunk) memory, however large the structure
+        sl = slice(c0, c0 + _VALIDATE_CHUNK)
+        bad = np.flatnonzero(~np.all(np.isfinite(pos[sl]), axis=1))
+        if bad.size:
+            bad += c0
+            raise InputError(
+                f"positions of atom(s) {bad[:10].tolist()}{'...' if bad.size > 10 else ''} are NaN or inf; "
+                "fix the structure before rasterizing"
+            )
+        nz = num[sl]
+        if nz.min() < 0 or np.any(lut_channel[nz] < 0):
+            unknown = sorted(set(np.unique(num).tolist()) - set(spec.species))
+            names = ", ".join(
+                f"{chemical_symbols[z] if 0 < z < len(chemical_symbols) else '?'} (Z={z})" for z in unknown
+            )
+            raise SpeciesError(
+                f"element(s) {names} not in the grid's species list {list(spec.symbols)}; "
+                "remove them or use a grid/model whose species include them"
+            )
+        zmin, zmax = min(zmin, pos[sl, 2].min()), max(zmax, pos[sl, 2].max())
+    lat = _check_lattice(cell, pbc, float(zmax - zmin), spec)
     shape = spec.pixels_along(np.linalg.norm(lat, axis=1))
-    frac = pos[:, :d] @ np.linalg.inv(lat)
-    frac -= np.floor(frac)
-    frac[frac >= 1.0] = 0.0  # -1e-17 wraps to 1.0 in floating point
-    if spec.mode == "species":
-        channel = np.fromiter((lut[z] for z in num.tolist()), dtype=np.int64, count=len(num))
-        weight = np.ones(len(num))
-    else:
-        channel = np.zeros(len(num), dtype=np.int64)
-        weight = num.astype(np.float64)
-    return Prepared(lattice=lat, frac=frac, channel=channel, weight=weight, shape=shape)
+    return Prepared(
+        lattice=lat, positions=pos, numbers=num, lut_channel=lut_channel, lut_weight=lut_weight, shape=shape
+    )
 
 
 def image_shape(atoms: Any, spec: GridSpec) -> tuple[int, ...]:
@@ -261,8 +288,8 @@ def rasterize_strips(
     atoms : ase.Atoms or (positions, numbers, cell, pbc)
     spec : GridSpec
     rows_per_strip : int, optional
-        Pixel rows (along cell vector 1) per strip; by default about 2^20
-        pixels per strip.
+        Pixel rows (along cell vector 1) per strip; by default about 2^22
+        values (pixels x channels) per strip.
     dtype : numpy dtype of the yielded strips.
 
     Yields
@@ -279,7 +306,7 @@ def rasterize_strips(
     n_rest = int(np.prod(rest)) if rest else 1
     C = spec.n_channels
     if rows_per_strip is None:
-        rows_per_strip = max(1, (1 << 20) // max(1, n_rest * C))
+        rows_per_strip = max(1, (1 << 22) // max(1, n_rest * C))
     if rows_per_strip < 1:
         raise GridError(f"rows_per_strip must be >= 1, got {rows_per_strip}")
 
@@ -292,50 +319,57 @@ def rasterize_strips(
     norm = _norm(spec)
     o0min, o0max = int(off[:, 0].min()), int(off[:, 0].max())
 
-    scaled = p.frac * n
-    base = np.floor(scaled).astype(np.int64)
-    base = np.minimum(base, n - 1)
-    row = base[:, 0]
-    order = np.argsort(row, kind="stable")
-    row_sorted = row[order]
     chunk = max(1, _CHUNK_ENTRIES // S)
+    N = p.n_atoms
 
     for r0 in range(0, n0, rows_per_strip):
         r1 = min(n0, r0 + rows_per_strip)
         h = r1 - r0
-        # atoms whose stencil reaches rows [r0, r1): base row in [r0 - o0max, r1 - 1 - o0min]
+        # atoms whose stencil reaches rows [r0, r1): base row in [r0 - o0max, r1 - 1 - o0min] (mod n0)
         span = (r1 - 1 - o0min) - (r0 - o0max) + 1
-        if span >= n0:
-            sel = order
-        else:
-            lo = (r0 - o0max) % n0
-            hi = lo + span  # exclusive, may exceed n0 (wrap)
-            a = np.searchsorted(row_sorted, lo, side="left")
-            b = np.searchsorted(row_sorted, min(hi, n0), side="left")
-            sel = order[a:b]
-            if hi > n0:
-                b2 = np.searchsorted(row_sorted, hi - n0, side="left")
-                sel = np.concatenate([sel, order[:b2]])
+        lo = (r0 - o0max) % n0
+        hi = lo + span  # exclusive, may exceed n0 (wrap)
         acc = np.zeros(h * n_rest * C, dtype=np.float64)
-        for c0 in range(0, len(sel), chunk):
-            idx = sel[c0 : c0 + chunk]
-            phi = scaled[idx] - base[idx]  # (M, d) in [0, 1)
-            phi_cart = (phi / n) @ p.lattice  # (M, d)
-            r2 = off_sq[None, :] - 2.0 * (phi_cart @ off_cart.T) + np.einsum("md,md->m", phi_cart, phi_cart)[:, None]
-            m0 = (base[idx, 0][:, None] + off[None, :, 0]) % n0
-            keep = (r2 <= R2) & (m0 >= r0) & (m0 < r1)
-            ai, si = np.nonzero(keep)
-            if ai.size == 0:
+        # one pass over the atoms per strip, _PASS_ATOMS at a time: no per-atom arrays of size N are kept
+        for a0 in range(0, N, _PASS_ATOMS):
+            sl = slice(a0, a0 + _PASS_ATOMS)
+            scaled = p.frac(sl) * n
+            base = np.minimum(np.floor(scaled).astype(np.int64), n - 1)
+            row = base[:, 0]
+            if span >= n0:
+                sel = np.arange(len(row))
+            else:
+                inside = (row >= lo) & (row < min(hi, n0))
+                if hi > n0:
+                    inside |= row < hi - n0
+                sel = np.flatnonzero(inside)
+            if sel.size == 0:
                 continue
-            vals = np.exp(-r2[ai, si] * inv2s2) * (norm * p.weight[idx[ai]])
-            flat = (m0[ai, si] - r0) * n_rest
-            for j in range(1, len(shape)):
-                mj = (base[idx[ai], j] + off[si, j]) % shape[j]
-                flat = flat + mj * int(np.prod(shape[j + 1 :]))
-            flat = flat * C + p.channel[idx[ai]]
-            lo = int(flat.min())  # atoms are sorted by row: a chunk touches a narrow band
-            band = np.bincount(flat - lo, weights=vals)
-            acc[lo : lo + band.size] += band
+            sel = sel[np.argsort(row[sel], kind="stable")]  # sorted by row: each sub-chunk touches a band
+            ch_all, w_all = p.channel(sl), p.weight(sl)
+            for c0 in range(0, len(sel), chunk):
+                idx = sel[c0 : c0 + chunk]
+                phi = scaled[idx] - base[idx]  # (M, d) in [0, 1)
+                phi_cart = (phi / n) @ p.lattice  # (M, d)
+                r2 = (
+                    off_sq[None, :]
+                    - 2.0 * (phi_cart @ off_cart.T)
+                    + np.einsum("md,md->m", phi_cart, phi_cart)[:, None]
+                )
+                m0 = (base[idx, 0][:, None] + off[None, :, 0]) % n0
+                keep = (r2 <= R2) & (m0 >= r0) & (m0 < r1)
+                ai, si = np.nonzero(keep)
+                if ai.size == 0:
+                    continue
+                vals = np.exp(-r2[ai, si] * inv2s2) * (norm * w_all[idx[ai]])
+                flat = (m0[ai, si] - r0) * n_rest
+                for j in range(1, len(shape)):
+                    mj = (base[idx[ai], j] + off[si, j]) % shape[j]
+                    flat = flat + mj * int(np.prod(shape[j + 1 :]))
+                flat = flat * C + ch_all[idx[ai]]
+                lo_flat = int(flat.min())
+                band = np.bincount(flat - lo_flat, weights=vals)
+                acc[lo_flat : lo_flat + band.size] += band
         yield r0, acc.reshape((h,) + rest + (C,)).astype(dtype, copy=False)
 
 
@@ -389,7 +423,7 @@ def rasterize_tf(atoms: Any, spec: GridSpec, positions: Any = None, dtype: Any =
     dtype = dtype or tf.float32
     p = prepare(atoms, spec)
     if positions is None:
-        positions = _structure_arrays(atoms)[0]
+        positions = p.positions
     pos = tf.convert_to_tensor(positions)
     if pos.dtype != dtype:
         pos = tf.cast(pos, dtype)
@@ -410,12 +444,12 @@ def rasterize_tf(atoms: Any, spec: GridSpec, positions: Any = None, dtype: Any =
     diff = off_cart[None, :, :] - phi_cart[:, None, :]
     r2 = tf.reduce_sum(diff * diff, axis=-1)  # (N, S)
     mask = tf.cast(r2 <= spec.radius**2, dtype)
-    w = tf.constant(p.weight * _norm(spec), dtype=dtype)
+    w = tf.constant(p.weight() * _norm(spec), dtype=dtype)
     vals = w[:, None] * tf.exp(-r2 * (0.5 / spec.sigma**2)) * mask
     m = (base_i[:, None, :] + tf.constant(off, tf.int64)[None, :, :]) % tf.constant(n, tf.int64)
     strides = np.array([int(np.prod(p.shape[i + 1 :])) for i in range(d)], dtype=np.int64)
     flat = tf.reduce_sum(m * tf.constant(strides, tf.int64), axis=-1)
     C = spec.n_channels
-    flat = flat * C + tf.constant(p.channel, tf.int64)[:, None]
+    flat = flat * C + tf.constant(p.channel(), tf.int64)[:, None]
     img = tf.math.unsorted_segment_sum(tf.reshape(vals, [-1]), tf.reshape(flat, [-1]), int(np.prod(p.shape)) * C)
     return tf.reshape(img, list(p.shape) + [C])

@@ -298,3 +298,15 @@ def test_arrays_input_equals_atoms_input(bcn):
     b = rasterize((bcn.positions, bcn.numbers, bcn.cell[:], bcn.pbc), spec)
     np.testing.assert_array_equal(a, b)
     _raises(InputError, "shape", lambda: rasterize((bcn.positions[:, :2], bcn.numbers, bcn.cell[:], bcn.pbc), spec))
+
+
+def test_chunked_passes_equal_single_pass(bcn, monkeypatch):
+    import ednn.raster as R
+
+    spec = spec2d()
+    big = bcn.repeat((4, 3, 1))
+    ref = rasterize(big, spec, dtype=np.float64)
+    monkeypatch.setattr(R, "_PASS_ATOMS", 7)  # many passes over the atoms, several strips
+    monkeypatch.setattr(R, "_CHUNK_ENTRIES", 500)
+    got = np.concatenate([s for _, s in rasterize_strips(big, spec, rows_per_strip=5, dtype=np.float64)])
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
