@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .artifact import load  # noqa: F401
 from .errors import (  # noqa: F401
     BackendError,
     ConfigError,
@@ -22,3 +23,4 @@ from .errors import (  # noqa: F401
 from .grid import GridSpec  # noqa: F401
 from .raster import image_shape, pixel_volume, prepare, rasterize, rasterize_strips, rasterize_tf  # noqa: F401
 from .tiling import TileLayout, layout_for, tile, untile  # noqa: F401
+from .train import train  # noqa: F401  (function; submodule via `from ednn.train import fit`)
