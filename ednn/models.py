@@ -63,6 +63,7 @@ DEFAULT_MODEL: dict[str, Any] = {
     "activation": "swish",
     "readout": [32],  # 1x1 conv (density head) or dense (dense head) hidden layers
     "residual": True,  # residual connections between equal-width conv layers (cropped)
+    "vacuum_zero": True,  # subtract the output on an empty tile: vacuum has exactly zero energy
 }
 
 
@@ -75,6 +76,7 @@ def _model_types() -> dict[str, tuple[type, ...]]:
         "activation": (str,),
         "readout": (list,),
         "residual": (bool,),
+        "vacuum_zero": (bool,),
     }
 
 
@@ -202,7 +204,42 @@ def build_network(
         for j, u in enumerate(cfg["readout"]):
             x = keras.layers.Dense(u, activation=act, kernel_initializer=init(), name=f"dense{j}")(x)
         x = keras.layers.Dense(1, activation=None, kernel_initializer=init(), name="energy")(x)  # linear
-    return keras.Model(inp, x, name=f"ednn_{cfg['head']}")
+    trunk = keras.Model(inp, x, name=f"ednn_{cfg['head']}_trunk")
+    if not cfg["vacuum_zero"]:
+        return trunk
+    r = cfg["layers"] * h
+    probe = (tile_size,) * dim if cfg["head"] == "dense" else (2 * r + 1,) * dim
+    inp2 = keras.Input(spatial + (in_channels,), name="image")
+    out = _VacuumZero(trunk, probe + (in_channels,), name="vacuum_zero")(inp2)
+    return keras.Model(inp2, out, name=f"ednn_{cfg['head']}")
+
+
+def _vacuum_zero_layer():
+    import keras
+
+    class VacuumZero(keras.layers.Layer):
+        """``trunk(x) - trunk(0)``: the output on an empty tile is subtracted, so vacuum has zero energy."""
+
+        def __init__(self, trunk, probe_shape, **kw):
+            super().__init__(**kw)
+            self.trunk = trunk
+            self.probe_shape = tuple(probe_shape)
+
+        def call(self, x):
+            from keras import ops
+
+            y = self.trunk(x)
+            z = self.trunk(ops.zeros((1,) + self.probe_shape, dtype=x.dtype))
+            return y - ops.reshape(z, (1,) * (len(y.shape) - 1) + (1,)) if len(y.shape) > 2 else y - z
+
+        def compute_output_shape(self, input_shape):
+            return self.trunk.compute_output_shape(input_shape)
+
+    return VacuumZero
+
+
+def _VacuumZero(trunk, probe_shape, name):  # noqa: N802
+    return _vacuum_zero_layer()(trunk, probe_shape, name=name)
 
 
 # ----------------------------------------------------------------- references

@@ -1,0 +1,114 @@
+"""Streaming prediction for systems of any size.
+
+:func:`stream_energy` rasterizes a huge periodic sheet a strip of rows at a
+time (:func:`ednn.raster.rasterize_strips`), runs the density network on each
+strip with ``r`` rows of context from its neighbours (the first ``2r`` rows are
+kept for the periodic wrap at the end), adds the strip's energy, and forgets
+it. Memory stays flat in the number of atoms; the result equals the
+whole-image prediction up to float summation order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelError
+from .raster import pixel_volume, prepare, rasterize_strips
+
+__all__ = ["stream_energy", "stream_energy_map"]
+
+
+def _rows(model, atoms: Any, rows_per_strip: int | None) -> tuple[Iterator[tuple[int, np.ndarray]], Any, float]:
+    g = model.grid
+    p = prepare(atoms, g)
+    unit = g.spacing**g.dim
+    w = pixel_volume(p, g) / unit
+    rest = int(np.prod(p.shape[1:])) * g.n_channels
+    if rows_per_strip is None:
+        rows_per_strip = (1 << 18) // max(rest, 1)
+    rows_per_strip = max(2 * model.radius, int(rows_per_strip), 1)  # the first strip must hold the 2r wrap rows
+    it = rasterize_strips(None, g, rows_per_strip=rows_per_strip, prepared=p, dtype=np.float32)
+    return ((r0, s * unit) for r0, s in it), p, w
+
+
+def _strip_outputs(model, atoms: Any, rows_per_strip: int | None) -> Iterator[tuple[int, np.ndarray, float]]:
+    """Yield (first output row, per-pixel network output rows (h, n2[, n3]), w)."""
+    if model.grid is None or model.head != "density":
+        raise ModelError("streaming prediction needs a density-head model with a grid")
+    r = model.radius
+    strips, p, w = _rows(model, atoms, rows_per_strip)
+    n0 = p.shape[0]
+    if n0 < 4 * r + 2 or r == 0:
+        img = np.concatenate([s for _, s in strips], axis=0)
+        yield 0, _run(model, img, r, full=True), w
+        return
+    head: np.ndarray | None = None  # first 2r rows (for the wrap at the end)
+    buf = np.zeros((0,) + p.shape[1:] + (model.grid.n_channels,), np.float32)
+    buf_start = 0  # image row of buf[0]
+    nxt = r  # next output row to produce
+    for r0, s in strips:
+        buf = np.concatenate([buf, s], axis=0)
+        if head is None or len(head) < 2 * r:
+            head = buf[: 2 * r].copy()
+        avail_end = r0 + len(s)  # rows [buf_start, avail_end) in buf
+        last = avail_end - r  # can produce outputs rows [nxt, last)
+        if last > nxt:
+            chunk = buf[nxt - r - buf_start : last + r - buf_start]
+            yield nxt, _run(model, chunk, r), w
+            nxt = last
+            drop = nxt - r - buf_start
+            buf = buf[drop:]
+            buf_start += drop
+    # remaining output rows [nxt, n0) and the wrapped rows [0, r)
+    tail = np.concatenate([buf[nxt - r - buf_start :], head], axis=0)  # rows nxt-r .. n0-1, 0 .. 2r-1
+    out = _run(model, tail, r)  # outputs rows nxt .. n0-1, 0 .. r-1
+    k = n0 - nxt
+    if k > 0:
+        yield nxt, out[:k], w
+    yield 0, out[k:], w
+
+
+def _run(model, rows: np.ndarray, r: int, full: bool = False) -> np.ndarray:
+    """Network outputs for the interior rows of ``rows`` (axis 0 already carries r context rows)."""
+    d = rows.ndim - 1
+    if full:
+        pads = [(r, r)] * d + [(0, 0)]
+    else:
+        pads = [(0, 0)] + [(r, r)] * (d - 1) + [(0, 0)]
+    x = np.pad(rows, pads, mode="wrap") if r else rows
+    y = model._forward(x[None].astype(np.float32))
+    return np.asarray(y[0, ..., 0], dtype=np.float64)
+
+
+def stream_energy(model, atoms: Any, rows_per_strip: int | None = None) -> float:
+    """Total energy (eV) of a structure of any size with flat memory (density head).
+
+    Parameters
+    ----------
+    model : EnergyModel
+    atoms : ase.Atoms or (positions, numbers, cell, pbc)
+    rows_per_strip : int, optional
+        Pixel rows per rasterized strip (default: about 2^18 values per strip).
+    """
+    total = 0.0
+    w = 1.0
+    for _, y, w_strip in _strip_outputs(model, atoms, rows_per_strip):
+        total += math.fsum(y.sum(axis=tuple(range(1, y.ndim))).tolist())
+        w = w_strip
+    numbers = atoms.numbers if hasattr(atoms, "numbers") else np.asarray(atoms[1])
+    lut = {z: i for i, z in enumerate(model.grid.species)}
+    counts = np.bincount([lut[int(z)] for z in numbers], minlength=len(lut))
+    return float(counts @ model.refs + model.scale * w * total)
+
+
+def stream_energy_map(model, atoms: Any, rows_per_strip: int | None = None) -> np.ndarray:
+    """Per-pixel network energies (eV, references excluded), assembled from strips."""
+    shape = prepare(atoms, model.grid).shape
+    out = np.zeros(shape)
+    for r0, y, w in _strip_outputs(model, atoms, rows_per_strip):
+        out[r0 : r0 + len(y)] = y * w * model.scale
+    return out

@@ -1,0 +1,174 @@
+"""Physics of the EDNN energy model: extensivity, invariances, equivalences, forces, bad input."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from ase import Atoms
+from conftest import make_graphene, make_hbn, make_random_bcn
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from ednn.errors import ConfigError, GridError, InputError, SpeciesError  # noqa: E402
+from ednn.grid import GridSpec  # noqa: E402
+from ednn.models import EnergyModel, build_network, fit_references, normalize_model_config  # noqa: E402
+
+A = 2.46
+SPACING = A / 6  # graphene cell lengths are whole multiples of the spacing
+SMALL = {"layers": 2, "filters": 8, "kernel": 3, "readout": [8]}
+
+
+def _model(head="density", seed=1, species=(5, 6, 7), **kw):
+    g = GridSpec(species=species, spacing=SPACING, sigma=0.4, cutoff=4.0, focus=6, context=2)
+    cfg = dict(SMALL, head=head, **kw)
+    m = EnergyModel.create(cfg, g, seed=seed)
+    m.scale = 0.37
+    m.refs = np.array([-6.0, -7.4, -7.1])
+    return m
+
+
+def _sheet(at: Atoms, vac: float = 15.0) -> Atoms:
+    at = at.copy()
+    at.cell[2] = [0, 0, vac]
+    at.pbc = (True, True, False)
+    return at
+
+
+def _net_only(m: EnergyModel) -> EnergyModel:
+    m.refs = np.zeros_like(m.refs)
+    return m
+
+
+@pytest.mark.parametrize("head", ["density", "dense"])
+def test_supercell_extensivity_untrained(head):
+    m = _net_only(_model(head))
+    cell = _sheet(make_random_bcn(seed=3, reps=(2, 2)))  # 12 x 12 pixels, a multiple of focus 6
+    e1 = m.predict_energy(cell)
+    e9 = m.predict_energy(cell.repeat((3, 3, 1)))
+    assert abs(e1) > 1e-3  # the network part is not trivially zero
+    assert e9 == pytest.approx(9 * e1, rel=1e-5)
+
+
+def test_density_head_last_layer_linear_and_negative_possible():
+    net = build_network(SMALL, 3, 2, seed=0)
+    x = np.random.default_rng(0).normal(size=(4, 12, 12, 3)).astype("float32")
+    y = net(x).numpy()
+    assert y.shape == (4, 8, 8, 1)  # valid padding: radius 2 on each side
+    assert (y < 0).any() and (y > 0).any()
+
+
+def test_vacuum_has_zero_energy_and_far_copies_add():
+    m = _net_only(_model())
+    L = 24 * SPACING  # 9.84 A box around a ring of 6 C atoms
+    ring = Atoms("C6", positions=[[1.42 * np.cos(t) + 5, 1.42 * np.sin(t) + 5, 0] for t in np.arange(6) * np.pi / 3],
+                 cell=[L, L, 15], pbc=(True, True, False))
+    e1 = m.predict_energy(ring)
+    assert abs(e1) > 1e-3
+    big = Atoms("C6", positions=ring.positions, cell=[3 * L, 3 * L, 15], pbc=(True, True, False))
+    shift = np.array([31 * SPACING, 40 * SPACING, 0.0])  # whole pixels, far apart
+    two = big + Atoms("C6", positions=ring.positions + shift)
+    two.cell, two.pbc = big.cell, big.pbc
+    assert m.predict_energy(two) == pytest.approx(2 * e1, rel=1e-5)
+    empty_like = m.energy_map(big, include_reference=False)
+    assert np.abs(empty_like[60:, 60:]).max() < 1e-6  # far from the atoms: exactly nothing
+
+
+def test_translation_invariance():
+    m = _net_only(_model())
+    at = _sheet(make_random_bcn(seed=5, reps=(2, 3)))
+    e = m.predict_energy(at)
+    lat = at.copy()
+    lat.positions += at.cell[0] + 2 * at.cell[1]
+    assert m.predict_energy(lat) == pytest.approx(e, rel=1e-6)
+    px = at.copy()
+    px.positions += 3 * at.cell[0] / 12 + 1 * at.cell[1] / 18  # whole pixels along both vectors
+    assert m.predict_energy(px) == pytest.approx(e, rel=1e-5)
+
+
+def test_batched_equals_one_by_one():
+    m = _model()
+    structs = [_sheet(make_random_bcn(seed=s, reps=(2 + s % 3, 2 + s % 2))) for s in range(7)]
+    batched = m.predict_energies(structs, batch_size=4)
+    single = np.array([m.predict_energies([s])[0] for s in structs])
+    np.testing.assert_allclose(batched, single, rtol=1e-6)
+
+
+def test_tiled_equals_whole_image_and_streaming():
+    from ednn.predict import stream_energy, stream_energy_map
+    from ednn.tiling import tile, untile
+
+    m = _net_only(_model())
+    at = _sheet(make_random_bcn(seed=7, reps=(5, 4)))  # 30 x 24 pixels
+    img, w = m.image(at)
+    whole = m.energy_map(at, include_reference=False)
+    tiles, lay = tile(img, m.grid.focus, m.grid.context)
+    y = m._forward(tiles)  # (T, focus, focus, 1)
+    tiled = untile(y, lay)[..., 0] * w * m.scale
+    np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stream_energy_map(m, at, rows_per_strip=5), whole, rtol=1e-5, atol=1e-6)
+    assert stream_energy(m, at, rows_per_strip=4) == pytest.approx(m.predict_energies([at])[0], rel=1e-6)
+
+
+def test_energy_map_sums_to_energy_with_references():
+    m = _model()
+    at = _sheet(make_random_bcn(seed=2, reps=(3, 3)))
+    assert m.energy_map(at).sum() == pytest.approx(m.predict_energy(at), rel=1e-5)
+
+
+def test_forces_match_finite_differences():
+    m = _model(activation="tanh")
+    at = _sheet(make_random_bcn(seed=1, reps=(2, 2)))
+    calc = m.calculator()
+    at.calc = calc
+    f = at.get_forces()
+    assert np.abs(f).max() > 1e-3
+    h = 1e-3
+    for i, k in [(0, 0), (3, 1), (5, 2)]:
+        p, q = at.copy(), at.copy()
+        p.positions[i, k] += h
+        q.positions[i, k] -= h
+        fd = -(m.predict_energy(p) - m.predict_energy(q)) / (2 * h)
+        assert f[i, k] == pytest.approx(fd, abs=2e-3 * max(1.0, abs(fd)))
+
+
+def test_reference_fit_recovers_exact_linear_energies():
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 20, size=(30, 3)).astype(float) + 1
+    e_ref = np.array([-6.1, -7.4, -7.0])
+    E = counts @ e_ref + counts.sum(1) * rng.normal(scale=0.01, size=30)
+    refs, scale = fit_references(counts, E)
+    np.testing.assert_allclose(refs, e_ref, atol=0.01)
+    assert 0.005 < scale < 0.02
+
+
+def test_bad_input():
+    m = _model(species=(6,))
+    with pytest.raises(SpeciesError, match="N"):
+        m.predict_energy(_sheet(make_hbn()))
+    bulk = make_graphene()
+    bulk.cell[2] = [0, 0, 3.35]
+    bulk.pbc = True
+    with pytest.raises(InputError, match="vacuum"):
+        m.predict_energy(bulk)  # a 3D crystal given to a 2D model
+    g3 = GridSpec(species=(6,), spacing=0.5, sigma=0.4, dim=3, focus=4, context=2)
+    m3 = EnergyModel.create(SMALL, g3, seed=0)
+    with pytest.raises(InputError, match="2D grid|dim=2|periodic in all three"):
+        m3.predict_energy(_sheet(make_graphene()))  # a sheet given to a 3D model
+    with pytest.raises(ConfigError, match="filtres"):
+        normalize_model_config({"filtres": 8})
+    with pytest.raises(ConfigError, match="model.kernel"):
+        normalize_model_config({"kernel": "3"})
+    with pytest.raises(ConfigError, match="head"):
+        normalize_model_config({"head": "tiles"})
+
+
+def test_dense_head_requires_commensurate_images():
+    dense = _model("dense")
+    ok = _sheet(make_random_bcn(seed=0, reps=(3, 2)))
+    dense.predict_energy(ok)
+    bad = _sheet(make_graphene().repeat((3, 2, 1)))
+    bad.set_cell(bad.cell * [[1.2], [1.0], [1.0]], scale_atoms=True)  # 22 x 12 px
+    with pytest.raises(GridError, match="multiples of focus"):
+        dense.predict_energy(bad)
