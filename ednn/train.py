@@ -188,7 +188,9 @@ def _get_backend(name: str):
     try:
         from .parallel import get_backend
 
-        return get_backend(name)
+        backend = get_backend(name)
+        backend.pin_gpu()  # GPU local_rank on this rank (no-op without GPUs)
+        return backend
     except ImportError:
         from .parallel.serial import SerialBackend
 
@@ -557,8 +559,16 @@ def fit(model: EnergyModel, train_set: TrainSet, val_set: TrainSet | None = None
         cb.trainer = tr
     start = 0
     ck = os.path.join(out, "checkpoint.npz") if out else None
-    if resume and ck and os.path.exists(ck):
-        start = tr.load_checkpoint(ck)
+    # The chief reads the checkpoint and broadcasts its bytes: all ranks resume from the same
+    # state even without a shared file system or while a file is being replaced.
+    blob = None
+    if resume and ck and chief and os.path.exists(ck):
+        with open(ck, "rb") as fh:
+            blob = fh.read()
+    if resume and ck:
+        blob = backend.broadcast_object(blob)
+    if blob is not None:
+        start = tr.load_checkpoint(io.BytesIO(blob))
         backend.broadcast_variables(list(model.network.variables) + list(tr.optimizer.variables))
         if chief and cfg["progress"]:
             print(f"resumed from {ck} at epoch {start + 1}", file=sys.stderr)
