@@ -20,9 +20,10 @@ The last layer is linear (outputs may be negative). Energies are modelled as
 
 with per-element reference energies ``e_ref`` fitted by least squares on the
 training set and ``scale`` the std of the per-atom residual energies. ``w`` is
-the pixel area (volume) divided by ``spacing^d``, so the pixel sum is an
-integral and strained cells with slightly different effective pixels are
-treated consistently. For image-mode models (no grid, e.g. the Ising model)
+the pixel area (volume) divided by the Gaussian's area ``(2 pi sigma^2)^(d/2)``
+(:func:`gaussian_unit`), so the pixel sum is an integral and strained cells
+with slightly different effective pixels are treated consistently; the input
+image is the density times the same unit. For image-mode models (no grid, e.g. the Ising model)
 ``w = 1`` and the "composition" is the pixel count.
 """
 
@@ -64,6 +65,7 @@ DEFAULT_MODEL: dict[str, Any] = {
     "readout": [32],  # 1x1 conv (density head) or dense (dense head) hidden layers
     "residual": True,  # residual connections between equal-width conv layers (cropped)
     "vacuum_zero": True,  # subtract the output on an empty tile: vacuum has exactly zero energy
+    "input_scale": 3.0,  # inputs (about 1 at an atom centre) are multiplied by this: starts the net nonlinear
 }
 
 
@@ -77,6 +79,7 @@ def _model_types() -> dict[str, tuple[type, ...]]:
         "readout": (list,),
         "residual": (bool,),
         "vacuum_zero": (bool,),
+        "input_scale": (float, int),
     }
 
 
@@ -100,6 +103,9 @@ def normalize_model_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
             names = " or ".join(t.__name__ for t in types[k])
             raise ConfigError(f"model.{k} must be {names}, got {type(v).__name__} {v!r}")
         out[k] = copy.deepcopy(v)
+    out["input_scale"] = float(out["input_scale"])
+    if not out["input_scale"] > 0:
+        raise ConfigError(f"model.input_scale must be > 0, got {out['input_scale']}")
     if out["head"] not in HEADS:
         raise ConfigError(f"model.head must be one of {list(HEADS)}, got {out['head']!r}")
     if out["activation"] not in ACTIVATIONS:
@@ -187,7 +193,7 @@ def build_network(
     else:
         spatial = (None,) * dim
     inp = keras.Input(spatial + (in_channels,), name="image")
-    x = inp
+    x = keras.layers.Rescaling(float(cfg["input_scale"]), name="input_scale")(inp)
     for i, f in enumerate(filters):
         y = conv(f, k, padding="valid", activation=act, kernel_initializer=init(), name=f"conv{i}")(x)
         if cfg["residual"] and i > 0 and filters[i - 1] == f and h > 0:
@@ -240,6 +246,16 @@ def _vacuum_zero_layer():
 
 def _VacuumZero(trunk, probe_shape, name):  # noqa: N802
     return _vacuum_zero_layer()(trunk, probe_shape, name=name)
+
+
+def gaussian_unit(grid: GridSpec) -> float:
+    """``(2 pi sigma^2)^(d/2)``: the area (volume) of one atom's Gaussian.
+
+    Network inputs are densities times this unit (1 at an isolated atom's
+    centre), and the pixel weight is the pixel area (volume) divided by it, so
+    neither depends on the pixel spacing.
+    """
+    return float((2.0 * math.pi * grid.sigma**2) ** (grid.dim / 2.0))
 
 
 # ----------------------------------------------------------------- references
@@ -434,7 +450,7 @@ class EnergyModel:
         """Network image of a structure and its pixel weight ``w``.
 
         Atoms are rasterized with the model's grid and multiplied by
-        ``spacing^d`` (so a channel sums to about the atom count).
+        :func:`gaussian_unit` (about 1 at an atom's centre).
         """
         from .raster import pixel_volume, prepare, rasterize_strips
 
@@ -442,7 +458,7 @@ class EnergyModel:
             raise ModelError("this model works on images (no grid); call predict_image_energies")
         p = prepare(atoms, self.grid)
         g = self.grid
-        unit = g.spacing**g.dim
+        unit = gaussian_unit(g)
         img = np.empty(p.shape + (g.n_channels,), dtype=np.float32)
         for r0, strip in rasterize_strips(None, g, prepared=p, dtype=np.float64):
             img[r0 : r0 + strip.shape[0]] = strip * unit
@@ -595,7 +611,7 @@ class EnergyModel:
 
         g = self.grid
         p = prepare(atoms, g)
-        unit = g.spacing**g.dim
+        unit = gaussian_unit(g)
         w = pixel_volume(p, g) / unit
         img = rasterize_tf(atoms, g, positions=positions, dtype=tf.float32) * unit
         if self.head == "dense":

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelError
+from .models import gaussian_unit
 from .raster import pixel_volume, prepare, rasterize_strips
 
 __all__ = ["stream_energy", "stream_energy_map"]
@@ -25,7 +26,7 @@ __all__ = ["stream_energy", "stream_energy_map"]
 def _rows(model, atoms: Any, rows_per_strip: int | None) -> tuple[Iterator[tuple[int, np.ndarray]], Any, float]:
     g = model.grid
     p = prepare(atoms, g)
-    unit = g.spacing**g.dim
+    unit = gaussian_unit(g)
     w = pixel_volume(p, g) / unit
     rest = int(np.prod(p.shape[1:])) * g.n_channels
     if rows_per_strip is None:

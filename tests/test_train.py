@@ -1,0 +1,208 @@
+"""Training: config validation, learning, image mode, reproducibility, resume after SIGKILL, bad data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from ednn.config import load_config, normalize_config  # noqa: E402
+from ednn.errors import ConfigError, DatasetError  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A toy labelled set built without LAMMPS: a species-dependent pair potential on random B/C/N sheets.
+TOY = textwrap.dedent(
+    """
+    import numpy as np
+    from ase.neighborlist import neighbor_list
+    from ase.build import graphene
+
+    def toy_structures(n, seed=0):
+        rng = np.random.default_rng(seed)
+        out, E = [], []
+        for i in range(n):
+            reps = (2 + i % 2, 2 + (i // 2) % 2, 1)
+            at = graphene(formula="C2", a=2.46, vacuum=None).repeat(reps)
+            at.cell[2] = [0, 0, 15.0]
+            at.pbc = (True, True, False)
+            at.numbers = rng.choice([5, 6, 7], size=len(at))
+            at.positions[:, :2] += rng.normal(scale=0.05, size=(len(at), 2))
+            ii, jj, d = neighbor_list("ijd", at, 2.2)
+            zi, zj = at.numbers[ii], at.numbers[jj]
+            eps = 0.3 + 0.1 * (zi - 6) * (zj - 6)
+            e = 0.5 * np.sum(eps * ((1.42 / d) ** 6 - 2 * (1.42 / d) ** 3))
+            e += np.sum(np.choose(at.numbers - 5, [-6.0, -7.4, -7.1]))
+            out.append(at)
+            E.append(e)
+        return out, np.array(E)
+    """
+)
+_ns: dict = {}
+exec(TOY, _ns)  # noqa: S102
+toy_structures = _ns["toy_structures"]
+
+SMALL_CFG = {
+    "seed": 3,
+    "grid": {"spacing": 2.46 / 5, "sigma": 0.45},
+    "model": {"layers": 3, "filters": 16, "kernel": 3, "readout": [16]},
+    "data": {"val_fraction": 0.25},
+    "train": {"epochs": 40, "batch_size": 6, "learning_rate": 5e-3, "progress": False},
+}
+
+
+def test_config_defaults_and_errors(tmp_path):
+    cfg = normalize_config({})
+    assert cfg["train"]["epochs"] > 0 and cfg["model"]["head"] == "density"
+    with pytest.raises(ConfigError, match=r"train\.epoch.*valid keys.*epochs"):
+        normalize_config({"train": {"epoch": 3}})
+    with pytest.raises(ConfigError, match=r"train\.learning_rate must be int or float"):
+        normalize_config({"train": {"learning_rate": "fast"}})
+    with pytest.raises(ConfigError, match=r"train\.schedule must be one of"):
+        normalize_config({"train": {"schedule": "linear-ish"}})
+    with pytest.raises(ConfigError, match="modle"):
+        normalize_config({"modle": {}})
+    with pytest.raises(ConfigError, match=r"train\.epochs must be int"):
+        normalize_config({"train": {"epochs": True}})
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  epochs: 7\ngrid:\n  sigma: 0.5\n")
+    c = load_config(str(p))
+    assert c["train"]["epochs"] == 7 and c["grid"]["sigma"] == 0.5
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_missing_dataset_and_no_energies(tmp_path):
+    from ednn.train import train
+
+    with pytest.raises(DatasetError, match="does not exist"):
+        train({"out": str(tmp_path / "r"), "data": {"train": str(tmp_path / "missing.h5")}})
+    from ednn.data import DatasetWriter
+
+    structs, _ = toy_structures(3)
+    path = str(tmp_path / "unlabelled.h5")
+    with DatasetWriter(path, metadata={}) as w:
+        for a in structs:
+            w.append(a)
+    with pytest.raises(DatasetError, match="no energies"):
+        train({"out": str(tmp_path / "r"), "data": {"train": path}})
+
+
+def test_training_learns_and_is_reproducible(tmp_path):
+    from ednn.train import train
+
+    structs, E = toy_structures(24)
+    cfg = json.loads(json.dumps(SMALL_CFG))
+    cfg["out"] = str(tmp_path / "a")
+    m1 = train(cfg, structures=structs, energies=E)
+    hist = json.load(open(tmp_path / "a" / "log.json"))
+    assert hist[-1]["loss"] < 0.2 * hist[0]["loss"]  # it learns: training loss down 5x
+    assert hist[-1]["val_loss"] < 0.5 * hist[0]["val_loss"]  # and generalizes
+    cfg["out"] = str(tmp_path / "b")
+    m2 = train(cfg, structures=structs, energies=E)
+    np.testing.assert_array_equal(m1.predict_energies(structs[:5]), m2.predict_energies(structs[:5]))
+    assert os.path.exists(tmp_path / "a" / "model" / "config.json")
+    assert os.path.exists(tmp_path / "a" / "log.csv")
+
+
+def test_image_mode_training_ising_like():
+    """Train directly on images (1 channel, no rasterization); extensive on a larger image."""
+    from ednn.train import train_images
+
+    rng = np.random.default_rng(0)
+
+    def ising(s):
+        return -float(np.sum(s * np.roll(s, 1, 0)) + np.sum(s * np.roll(s, 1, 1)))
+
+    imgs = [rng.choice([-1.0, 1.0], size=(6, 6, 1)) for _ in range(96)]
+    E = [ising(s[..., 0]) for s in imgs]
+    model, hist = train_images(imgs, E, model={"layers": 1, "filters": 8, "kernel": 3, "readout": [8]},
+                               train={"epochs": 30, "batch_size": 16, "learning_rate": 1e-2, "progress": False})
+    assert hist[-1]["mae_mev"] < 0.5 * hist[0]["mae_mev"]
+    big = np.tile(imgs[0], (3, 2, 1))
+    e_small, e_big = model.predict_image_energies([imgs[0], big])
+    assert e_big == pytest.approx(6 * e_small, rel=1e-5)
+
+
+DRIVER = TOY + textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from ednn.train import Callback, train
+
+    class KillAt(Callback):
+        def on_batch_end(self, step, logs=None):
+            if self.trainer.history and len(self.trainer.history) == 3 and step == 2:
+                os.kill(os.getpid(), signal.SIGKILL)  # mid-epoch 4
+
+    cfg = json.loads(sys.argv[1])
+    mode = sys.argv[2]
+    structs, E = toy_structures(24)
+    cbs = [KillAt()] if mode == "kill" else []
+    m = train(cfg, resume=(mode == "resume"), structures=structs, energies=E, callbacks=cbs)
+    print("FINAL", json.dumps(json.load(open(os.path.join(cfg["out"], "log.json")))[-1]))
+    """
+)
+
+
+def _run(cfg, mode, tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED="0")
+    return subprocess.run([sys.executable, str(script), json.dumps(cfg), mode], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_after_crash_in_process(tmp_path):
+    """Fast version of the SIGKILL test: an exception mid-epoch 3, then resume, equals a straight run."""
+    from ednn.train import Callback, train
+
+    class CrashAt(Callback):
+        def on_batch_end(self, step, logs=None):
+            if len(self.trainer.history) == 2 and step == 1:
+                raise _Crash()
+
+    structs, E = toy_structures(16)
+    cfg = json.loads(json.dumps(SMALL_CFG))
+    cfg["train"]["epochs"] = 4
+    cfg["out"] = str(tmp_path / "straight")
+    train(cfg, structures=structs, energies=E)
+    final = json.load(open(tmp_path / "straight" / "log.json"))[-1]
+    cfg["out"] = str(tmp_path / "crashed")
+    with pytest.raises(_Crash):
+        train(cfg, structures=structs, energies=E, callbacks=[CrashAt()])
+    train(cfg, resume=True, structures=structs, energies=E)
+    resumed = json.load(open(tmp_path / "crashed" / "log.json"))
+    assert len(resumed) == 4
+    assert resumed[-1]["val_loss"] == pytest.approx(final["val_loss"], rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_the_same_result(tmp_path):
+    cfg = json.loads(json.dumps(SMALL_CFG))
+    cfg["train"]["epochs"] = 7
+    cfg["out"] = str(tmp_path / "straight")
+    r = _run(cfg, "plain", tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    final = json.loads(r.stdout.split("FINAL", 1)[1])
+    cfg["out"] = str(tmp_path / "killed")
+    r = _run(cfg, "kill", tmp_path)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    assert len(json.load(open(tmp_path / "killed" / "log.json"))) == 3  # died during epoch 4
+    r = _run(cfg, "resume", tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    resumed = json.loads(r.stdout.split("FINAL", 1)[1])
+    assert resumed["epoch"] == final["epoch"] == 7
+    assert resumed["val_loss"] == pytest.approx(final["val_loss"], rel=1e-6, abs=1e-9)
+    assert resumed["val_mae_mev"] == pytest.approx(final["val_mae_mev"], rel=1e-6)
