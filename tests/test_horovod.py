@@ -1,0 +1,152 @@
+"""Horovod data parallelism, launched for real: `horovodrun -np 2 -H localhost:2 --gloo` on CPU.
+
+Runs in the default `make test` (the Makefile builds Horovod first with `make horovod`);
+skipped, with the reason, only where Horovod is not installed.
+
+The training entry is :mod:`ednn.parallel.check`: a tiny, deterministic image-mode
+EDNN on periodic Ising configurations trained with :func:`ednn.train.fit`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.horovod
+
+ROOT = Path(__file__).resolve().parents[1]
+HOROVODRUN = Path(sys.executable).parent / "horovodrun"
+if not HOROVODRUN.exists():
+    HOROVODRUN = Path(shutil.which("horovodrun") or HOROVODRUN)
+HAVE_HOROVOD = importlib.util.find_spec("horovod") is not None and HOROVODRUN.exists()
+if not HAVE_HOROVOD:
+    pytest.skip("Horovod is not installed in this environment: run `make horovod` "
+                "(builds the patched 0.28.1 wheel into .venv)", allow_module_level=True)
+
+LR = 3e-3
+EPOCHS = 3
+# 48 training images, global batch 8 -> 6 steps per epoch; 7 validation images (odd:
+# per-rank averages of averages would differ from the global average).
+COMMON = ["--epochs", str(EPOCHS), "--n-train", "48", "--n-val", "7", "--batch", "8",
+          "--warmup-epochs", "1", "--seed", "3", "--threads", "1"]
+# the parallel run scales the LR by sqrt(2); the serial reference gets that LR directly
+PARALLEL = COMMON + ["--lr", repr(LR), "--lr-scaling", "sqrt"]
+SERIAL = COMMON + ["--lr", repr(LR * math.sqrt(2)), "--lr-scaling", "none"]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HOROVOD_", "OMPI_", "PMI_", "PMIX_", "MV2_", "SLURM_"))}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONHASHSEED="0",
+               PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+               PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""))
+    return env
+
+
+def _run(cmd: list[str], timeout: float) -> tuple[int, str, float]:
+    """Run in a new session; on timeout kill the whole process group and fail (a hang)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"{' '.join(cmd[:6])} ... hung for more than {timeout} s:\n{out[-3000:]}")
+    return proc.returncode, out, time.monotonic() - t0
+
+
+def _horovod(args: list[str], timeout: float = 240) -> tuple[int, str, float]:
+    return _run([str(HOROVODRUN), "-np", "2", "-H", "localhost:2", "--gloo", "--start-timeout", "120",
+                 sys.executable, "-m", "ednn.parallel.check"] + args, timeout)
+
+
+def _weights(path: Path) -> list[np.ndarray]:
+    with np.load(path) as z:
+        return [z[f"w{i}"] for i in range(len(z.files))]
+
+
+def _history(out: Path) -> dict:
+    return json.loads((out / "history.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("hvd")
+    ser, par = base / "serial", base / "parallel"
+    rc, log, _ = _run([sys.executable, "-m", "ednn.parallel.check", "--backend", "serial",
+                       "--out", str(ser)] + SERIAL, timeout=240)
+    assert rc == 0, log[-3000:]
+    rc, log, _ = _horovod(["--out", str(par)] + PARALLEL)
+    assert rc == 0, log[-3000:]
+    return ser, par
+
+
+def test_two_ranks_identical_and_equal_to_serial(runs):
+    ser, par = runs
+    hs, hp = _history(ser), _history(par)
+    assert hs["size"] == 1 and hp["size"] == 2          # really ran on 2 Horovod ranks
+    w0, w1 = _weights(par / "weights_rank0.npz"), _weights(par / "weights_rank1.npz")
+    ws = _weights(ser / "weights_rank0.npz")
+    assert len(w0) == len(w1) == len(ws) > 0
+    for a, b in zip(w0, w1):
+        assert np.array_equal(a, b)                    # ranks hold bit-identical weights
+    for s, p in zip(ws, w0):                           # parallel == serial, same global batch
+        scale = float(np.max(np.abs(s)))
+        if scale == 0.0:
+            assert np.array_equal(s, p)
+        else:
+            rel = float(np.max(np.abs(s - p))) / scale
+            assert rel <= 1e-4, f"parallel differs from serial by {rel:.3g} (relative)"
+    # training did something (far beyond the tolerance above)
+    assert hp["history"][-1]["loss"] < 0.95 * hp["history"][0]["loss"]
+    # LR: sqrt(2) scaling applied exactly once, warm-up halves epoch 1
+    lrs, lrp = [r["lr"] for r in hs["history"]], [r["lr"] for r in hp["history"]]
+    target = LR * math.sqrt(2)
+    np.testing.assert_allclose(lrp, [target / 2, target, target], rtol=1e-6)
+    np.testing.assert_allclose(lrp, lrs, rtol=1e-7)
+    # global metrics are exact global averages (7 validation images split 4 + 3)
+    for rs, rp in zip(hs["history"], hp["history"]):
+        for key in ("loss", "mae_mev", "val_mae_mev", "val_rmse_mev"):
+            assert rp[key] == pytest.approx(rs[key], rel=1e-5), key
+    # only the chief wrote logs/checkpoints (single files, no per-rank copies)
+    assert (par / "checkpoint.npz").exists() and (par / "log.csv").exists()
+    assert sorted(p.name for p in par.iterdir() if p.name.startswith("log")) == ["log.csv", "log.json"]
+
+
+def test_rank_death_ends_job_fast_and_resume_recovers(runs, tmp_path):
+    _, par = runs
+    out = tmp_path / "killed"
+    # rank 1 SIGKILLs itself after its 8th step (epoch 2; epoch 1's checkpoint exists)
+    rc, log, dt = _horovod(["--out", str(out), "--die-rank", "1", "--die-step", "8", "--die-signal"]
+                           + PARALLEL, timeout=180)
+    assert rc != 0, log[-3000:]
+    assert "simulated crash" in log
+    assert "exited with non-zero status" in log and "Exit code: 137" in log, log[-3000:]
+    assert dt < 180
+    assert not (out / "weights_rank0.npz").exists()     # rank 0 did not carry on alone
+    with np.load(out / "checkpoint.npz") as z:          # the chief's last checkpoint is intact
+        assert json.loads(bytes(z["state"]).decode())["epoch"] == 0
+    # resume under Horovod: ends exactly where the uninterrupted parallel run ended
+    rc, log, _ = _horovod(["--out", str(out), "--resume"] + PARALLEL)
+    assert rc == 0, log[-3000:]
+    for a, b, c in zip(_weights(par / "weights_rank0.npz"), _weights(out / "weights_rank0.npz"),
+                       _weights(out / "weights_rank1.npz")):
+        assert np.array_equal(a, b) and np.array_equal(b, c)
+    h = _history(out)["history"]
+    assert [r["epoch"] for r in h] == [1, 2, 3]
+    # the LR was not scaled a second time on resume
+    target = LR * math.sqrt(2)
+    np.testing.assert_allclose([r["lr"] for r in h], [target / 2, target, target], rtol=1e-6)
