@@ -294,7 +294,7 @@ def sample_configs(
     s[np.repeat(ordered, n_chains)] = 1
     n_up = None  # Wolff: fixed cluster flips per sweep, set after equilibration
     sizes = np.zeros((2, C), dtype=np.int64)
-    total = n_equil + (n_rounds - 1) * n_sweeps + 1
+    total = n_equil + (n_rounds - 1) * n_sweeps
     bar = None
     if progress:
         from tqdm import tqdm
