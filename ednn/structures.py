@@ -39,6 +39,7 @@ __all__ = [
     "A_BNC",
     "VACUUM_C",
     "BOND_CUTOFF",
+    "MIN_DISTANCE",
     "KINDS",
     "graphene",
     "hbn",
@@ -62,6 +63,7 @@ A_GRAPHENE = 2.492  # relaxed graphene lattice constant of BNC.tersoff (C-C from
 A_HBN = 2.498  # relaxed h-BN lattice constant of BNC.tersoff (Sevik et al. 2011)
 A_BNC = 2.495  # common lattice constant for mixed sheets and the reference datasets
 VACUUM_C = 20.0  # length of the third (vacuum) cell vector, Angstrom
+MIN_DISTANCE = 1.2  # generated structures keep atoms at least this far apart (Angstrom)
 BOND_CUTOFF = 1.8  # nearest-neighbour cutoff for honeycomb sheets (bond ~1.44 A, 2nd nbr ~2.5 A)
 
 _SQ3 = np.sqrt(3.0)
@@ -556,7 +558,7 @@ def md_snapshots(atoms: Atoms, calc: Any, temperature_K: float = 300.0, n: int =
     MaxwellBoltzmannDistribution(at, temperature_K=temperature_K, rng=rng)
     Stationary(at)
     dyn = Langevin(at, timestep_fs * units.fs, temperature_K=temperature_K, friction=friction / units.fs, rng=rng,
-                   fixcm=True)
+                   fixcm=False)
     out = []
     if equilibrate:
         dyn.run(equilibrate)
@@ -569,11 +571,11 @@ def md_snapshots(atoms: Atoms, calc: Any, temperature_K: float = 300.0, n: int =
     return out
 
 
-def min_distance(atoms: Atoms) -> float:
-    """Smallest interatomic distance (minimum image where periodic); inf for one atom."""
+def min_distance(atoms: Atoms, cutoff: float = 3.0) -> float:
+    """Smallest interatomic distance (minimum image where periodic); inf if none within ``cutoff``."""
     if len(atoms) < 2:
         return float("inf")
-    i, d = neighbor_list("id", atoms, 3.0)
+    i, d = neighbor_list("id", atoms, cutoff)
     if len(d) == 0:
         return float("inf")
     return float(d.min())
@@ -587,6 +589,20 @@ _KIND_ID = {k: i for i, k in enumerate(KINDS)}
 MIX = {"graphene": 0.15, "hbn": 0.15, "bcn": 0.25, "hetero": 0.2, "defect": 0.25}
 
 
+def _relax_positions(at: Atoms, calc: Any, fmax: float = 0.1, steps: int = 80) -> Atoms:
+    from ase.optimize import FIRE  # noqa: PLC0415 - more robust than LBFGS for raw defect cuts
+
+    if hasattr(calc, "calculator") and hasattr(calc, "label"):
+        calc = calc.calculator()
+    work = at.copy()
+    work.calc = calc
+    FIRE(work, logfile=None).run(fmax=fmax, steps=steps)
+    out = work.copy()
+    out.calc = None
+    out.wrap()
+    return out
+
+
 def _disorder(at: Atoms, rng: np.random.Generator, max_strain: float, rattle_xy: tuple[float, float],
               rattle_z: tuple[float, float], md_fraction: float, calc: Any,
               md_temperature: tuple[float, float]) -> Atoms:
@@ -594,13 +610,19 @@ def _disorder(at: Atoms, rng: np.random.Generator, max_strain: float, rattle_xy:
         e = rng.uniform(-max_strain, max_strain, size=3)
         e[2] *= 0.5
         at = strain(at, *e)
-    if calc is not None and md_fraction > 0 and rng.uniform() < md_fraction:
+    use_md = calc is not None and md_fraction > 0 and rng.uniform() < md_fraction
+    if use_md:
         t = float(rng.uniform(*md_temperature))
         at = md_snapshots(at, calc, temperature_K=t, n=1, rng=rng, equilibrate=0, interval=30)[0]
     else:
         sxy = float(rng.uniform(*rattle_xy))
         sz = float(rng.uniform(*rattle_z))
-        at = rattle(at, sxy, rng, stdev_z=sz)
+        base = at
+        for _ in range(10):  # redraw (deterministically) displacements that put atoms too close
+            at = rattle(base, sxy, rng, stdev_z=sz)
+            if min_distance(at, MIN_DISTANCE) >= MIN_DISTANCE:
+                break
+            sxy, sz = 0.7 * sxy, 0.7 * sz
         at.info["rattle"] = [sxy, sz]
     at.wrap()
     return at
@@ -617,8 +639,13 @@ def _build(kind: str, rng: np.random.Generator, n_atoms: tuple[int, int], a: flo
         return hbn(nx, ny, a=a, rectangular=rect)
     if kind == "bcn":
         nx, ny = supercell_size(n_atoms, rng, rect)
-        frac = rng.dirichlet([1.0, 1.0, 1.0])
-        return bcn_alloy(nx, ny, frac, rng, a=a, rectangular=rect, bn_order=bool(rng.uniform() < 0.5))
+        # realistic B_x C_y N_z: B and N nearly balanced (x ~ z), mostly on their h-BN sublattices;
+        # fully random, unbalanced B/N-rich sheets (many N-N bonds) are unphysical and excluded
+        x_c = float(rng.uniform(0.0, 1.0))
+        imbalance = float(rng.uniform(-0.1, 0.1)) * (1 - x_c)
+        frac = ((1 - x_c) / 2 + imbalance, x_c, (1 - x_c) / 2 - imbalance)
+        ordered = bool(rng.uniform() < 0.8) or x_c < 0.7
+        return bcn_alloy(nx, ny, frac, rng, a=a, rectangular=rect, bn_order=ordered)
     if kind == "hetero":
         lo = max(n_atoms[0], 32)
         nx, ny = supercell_size((lo, max(lo, n_atoms[1])), rng, rect)
@@ -626,9 +653,14 @@ def _build(kind: str, rng: np.random.Generator, n_atoms: tuple[int, int], a: flo
     if kind == "defect":
         lo = max(n_atoms[0], 32)
         nx, ny = supercell_size((lo, max(lo, n_atoms[1])), rng, rect)
-        host = graphene(nx, ny, a=a, rectangular=rect) if rng.uniform() < 0.7 else hbn(nx, ny, a=a, rectangular=rect)
+        is_c = bool(rng.uniform() < 0.7)
+        host = graphene(nx, ny, a=a, rectangular=rect) if is_c else hbn(nx, ny, a=a, rectangular=rect)
         n = len(host)
-        which = rng.choice(["vacancy", "divacancy", "stone_wales", "nanopore"], p=[0.3, 0.2, 0.3, 0.2])
+        # Stone-Wales only in graphene: in h-BN it makes B-B/N-N bonds whose BNC.tersoff angular terms are
+        # so stiff that a 0.03 A rattle gives forces of ~70 eV/A
+        kinds, p = (["vacancy", "divacancy", "stone_wales", "nanopore"], [0.3, 0.2, 0.3, 0.2]) if is_c else (
+            ["vacancy", "divacancy", "nanopore"], [0.4, 0.3, 0.3])
+        which = rng.choice(kinds, p=p)
         n_def = max(1, int(rng.poisson(n / 150.0)))
         at = host
         if which == "vacancy":
@@ -659,10 +691,10 @@ def _build(kind: str, rng: np.random.Generator, n_atoms: tuple[int, int], a: flo
 
 def generate(kind: str = "mixed", n: int = 1, seed: int = 0, start: int = 0, *,
              n_atoms: tuple[int, int] = (8, 200), a: float = A_BNC, rectangular: bool | float = 0.25,
-             max_strain: float = 0.03, rattle_xy: tuple[float, float] = (0.0, 0.06),
-             rattle_z: tuple[float, float] = (0.0, 0.10), md_fraction: float = 0.0, calc: Any = None,
+             max_strain: float = 0.02, rattle_xy: tuple[float, float] = (0.0, 0.04),
+             rattle_z: tuple[float, float] = (0.0, 0.08), md_fraction: float = 0.0, calc: Any = None,
              md_temperature: tuple[float, float] = (300.0, 1000.0), mix: dict[str, float] | None = None,
-             ) -> Iterator[Atoms]:
+             relax_defects: bool = True) -> Iterator[Atoms]:
     """Yield reproducible random structures ``start .. n-1`` of a kind.
 
     Record ``i`` is drawn from ``np.random.default_rng([seed, i, kind_id])``
@@ -702,6 +734,11 @@ def generate(kind: str = "mixed", n: int = 1, seed: int = 0, start: int = 0, *,
         Temperature range (K) of the MD.
     mix : dict, optional
         Kind probabilities for ``"mixed"``.
+    relax_defects : bool
+        With ``calc``: relax defective sheets (positions, FIRE to 0.1 eV/A,
+        at most 80 steps) before strain and disorder, so that defect records
+        are thermal fluctuations around the relaxed defect rather than the
+        raw cut (an unrelaxed Stone-Wales bond costs ~28 eV).
 
     Yields
     ------
@@ -726,6 +763,11 @@ def generate(kind: str = "mixed", n: int = 1, seed: int = 0, start: int = 0, *,
         rng = np.random.default_rng([int(seed), i, _KIND_ID[kind]])
         sub = str(rng.choice(names, p=p)) if kind == "mixed" else kind
         at = _build(sub, rng, n_atoms, a, rectangular)
+        if sub == "defect" and calc is not None and relax_defects:
+            relaxed = _relax_positions(at, calc)
+            if min_distance(relaxed, MIN_DISTANCE) < MIN_DISTANCE:  # collapsed: keep the raw cut
+                relaxed = at
+            at = relaxed
         at = _disorder(at, rng, max_strain, rattle_xy, rattle_z, md_fraction, calc, md_temperature)
         at.info.update({"kind": sub, "index": i, "seed": int(seed)})
         if "sublattice" in at.arrays:
