@@ -468,7 +468,8 @@ class EnergyModel:
         """Atoms of each grid species in ``atoms``."""
         lut = {z: i for i, z in enumerate(self.grid.species)}
         c = np.zeros(len(lut))
-        for z in np.asarray(atoms.numbers).tolist():
+        numbers = atoms.numbers if hasattr(atoms, "numbers") else atoms[1]
+        for z in np.asarray(numbers).tolist():
             c[lut[z]] += 1
         return c
 
@@ -579,15 +580,13 @@ class EnergyModel:
 
     def tile_energies(self, atoms: Any) -> np.ndarray:
         """Energy (eV) of each focus tile, shape = tile grid (references included)."""
-        from .tiling import layout_for
-
         m = self.energy_map(atoms)
-        lay = layout_for(m.shape, self.grid.focus, self.grid.context)
-        pad = [(0, g * lay.focus - n) for g, n in zip(lay.grid, m.shape)]
-        mm = np.pad(m, pad)
+        f = self.grid.focus
+        grid = [-(-n // f) for n in m.shape]  # ceil: a partial last tile holds the remaining pixels
+        mm = np.pad(m, [(0, g * f - n) for g, n in zip(grid, m.shape)])
         shp = []
-        for g in lay.grid:
-            shp += [g, lay.focus]
+        for g in grid:
+            shp += [g, f]
         return mm.reshape(shp).sum(axis=tuple(range(1, 2 * self.dim, 2)))
 
     def calculator(self, **kw):

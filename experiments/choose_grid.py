@@ -22,9 +22,11 @@ from ednn.structures import A_BNC, generate
 from ednn.train import train
 
 SETTINGS = {
+    "k4_s50_L5_f32_b8": ({"spacing": A_BNC / 4, "sigma": 0.5}, {"layers": 5, "filters": 32, "kernel": 3}, {"batch_size": 8}),
+    "k4_s55_L6_f32_b8": ({"spacing": A_BNC / 4, "sigma": 0.55}, {"layers": 6, "filters": 32, "kernel": 3}, {"batch_size": 8}),
+    "k5_s45_L6_f32_b8": ({"spacing": A_BNC / 5, "sigma": 0.45}, {"layers": 6, "filters": 32, "kernel": 3}, {"batch_size": 8}),
     "k5_s45_L6_f24_b8": ({"spacing": A_BNC / 5, "sigma": 0.45}, {"layers": 6, "filters": 24, "kernel": 3}, {"batch_size": 8}),
     "k5_s45_L4k5_f24_b8": ({"spacing": A_BNC / 5, "sigma": 0.45}, {"layers": 4, "filters": 24, "kernel": 5}, {"batch_size": 8}),
-    "k4_s50_L5_f32_b8": ({"spacing": A_BNC / 4, "sigma": 0.5}, {"layers": 5, "filters": 32, "kernel": 3}, {"batch_size": 8}),
     "k5_s45_L6": ({"spacing": A_BNC / 5, "sigma": 0.45}, {"layers": 6, "filters": 32, "kernel": 3}),
     "k6_s40_L6": ({"spacing": A_BNC / 6, "sigma": 0.40}, {"layers": 6, "filters": 32, "kernel": 3}),
     "k6_s30_L6": ({"spacing": A_BNC / 6, "sigma": 0.30}, {"layers": 6, "filters": 32, "kernel": 3}),

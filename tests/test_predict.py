@@ -1,0 +1,140 @@
+"""Model folders, prediction CLI/evaluation, trained-model physics, streaming, calculator."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import make_random_bcn
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from test_train import SMALL_CFG, toy_structures  # noqa: E402
+
+from ednn.errors import ModelError, SpeciesError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A briefly trained model (weights moved away from the initialization) and its run folder."""
+    from ednn.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    structs, E = toy_structures(16)
+    cfg = json.loads(json.dumps(SMALL_CFG))
+    cfg["out"] = str(out)
+    cfg["train"]["epochs"] = 3
+    model = train(cfg, structures=structs, energies=E)
+    return model, out, structs, E
+
+
+def _sheet(at, vac=15.0):
+    at = at.copy()
+    at.cell[2] = [0, 0, vac]
+    at.pbc = (True, True, False)
+    return at
+
+
+def test_trained_model_is_extensive(trained):
+    model = trained[0]
+    cell = _sheet(make_random_bcn(seed=4, reps=(2, 2)))  # 2.46 A cells, spacing 2.46/5: commensurate
+    e1 = model.predict_energy(cell)
+    assert model.predict_energy(cell.repeat((3, 3, 1))) == pytest.approx(9 * e1, rel=1e-5)
+    # the network part alone, not only the (trivially extensive) reference energies
+    net1 = e1 - model.counts(cell) @ model.refs
+    sup = cell.repeat((3, 3, 1))
+    net9 = model.predict_energy(sup) - model.counts(sup) @ model.refs
+    assert abs(net1) > 1e-4
+    assert net9 == pytest.approx(9 * net1, rel=1e-4)
+
+
+def test_save_load_roundtrip_folder_and_zip(trained, tmp_path):
+    import ednn
+
+    model, out, structs, _ = trained
+    ref = model.predict_energies(structs[:4])
+    m1 = ednn.load(str(out / "model"))
+    np.testing.assert_array_equal(m1.predict_energies(structs[:4]), ref)
+    z = model.save(str(tmp_path / "m.zip"))
+    m2 = ednn.load(z)
+    np.testing.assert_array_equal(m2.predict_energies(structs[:4]), ref)
+    cfg = json.load(open(out / "model" / "config.json"))
+    assert cfg["grid"]["species"] == ["B", "C", "N"] and cfg["units"]["energy"] == "eV"
+    assert set(cfg["reference_energies"]) == {"B", "C", "N"} and cfg["scale"] > 0
+    assert cfg["ednn_version"] == ednn.__version__
+    assert m1.grid == model.grid
+
+
+def test_load_errors(tmp_path):
+    import ednn
+
+    with pytest.raises(ModelError, match="does not exist"):
+        ednn.load(str(tmp_path / "nothing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="lacks"):
+        ednn.load(str(tmp_path / "empty"))
+
+
+def test_unknown_species_at_prediction(trained):
+    from ase import Atoms
+
+    model = trained[0]
+    at = _sheet(make_random_bcn(seed=0, reps=(2, 2)))
+    at = at + Atoms("O", positions=[[0.5, 0.5, 7.5]])
+    with pytest.raises(SpeciesError, match="O"):
+        model.predict_energy(at)
+
+
+def test_streaming_large_sheet_equals_whole_image(trained):
+    from ednn.predict import stream_energy
+
+    model = trained[0]
+    big = _sheet(make_random_bcn(seed=9, reps=(20, 15)))  # 600 atoms, 100 x 75 pixels
+    whole = model.predict_energies([big])[0]
+    assert stream_energy(model, big, rows_per_strip=7) == pytest.approx(whole, rel=1e-6)
+
+
+def test_calculator_energy_forces_and_maps(trained):
+    model = trained[0]
+    at = _sheet(make_random_bcn(seed=1, reps=(2, 3)))
+    at.calc = model.calculator(maps=True)
+    e = at.get_potential_energy()
+    assert e == pytest.approx(model.predict_energy(at), rel=1e-9)
+    f = at.get_forces()
+    assert f.shape == (len(at), 3) and np.all(np.isfinite(f))
+    assert np.abs(f.sum(0)).max() < 1e-3 * max(1.0, np.abs(f).max())  # translation invariance: no net force
+    assert at.calc.results["energy_map"].sum() == pytest.approx(e, rel=1e-5)
+    assert at.calc.results["tile_energies"].sum() == pytest.approx(e, rel=1e-5)
+
+
+def test_cli_predict_and_evaluate(trained, tmp_path):
+    import ase.io
+
+    from ednn.cli import main
+    from ednn.data import DatasetWriter
+
+    model, out, structs, E = trained
+    xyz = str(tmp_path / "s.xyz")
+    ase.io.write(xyz, structs[:5], format="extxyz")
+    csv = str(tmp_path / "pred.csv")
+    assert main(["predict", str(out / "model"), xyz, "-o", csv]) == 0
+    rows = open(csv).read().strip().splitlines()
+    assert len(rows) == 6
+    e_cli = np.array([float(r.split(",")[2]) for r in rows[1:]])
+    np.testing.assert_allclose(e_cli, model.predict_energies(structs[:5]), rtol=1e-7)
+    h5 = str(tmp_path / "d.h5")
+    with DatasetWriter(h5, metadata={"labeller": {"name": "toy"}}) as w:
+        for a, e in zip(structs, E):
+            w.append(a, energy=float(e))
+    ev = str(tmp_path / "eval")
+    assert main(["evaluate", str(out / "model"), h5, "--out", ev]) == 0
+    m = json.load(open(os.path.join(ev, "metrics.json")))
+    pred = model.predict_energies(structs)
+    n = np.array([len(a) for a in structs])
+    assert m["mae_mev_per_atom"] == pytest.approx(1000 * np.mean(np.abs(pred - E) / n), rel=1e-6)
+    assert m["n"] == len(structs) and m["by_size"]
+    assert os.path.getsize(os.path.join(ev, "parity.png")) > 1000
+    assert os.path.exists(os.path.join(ev, "learning_curve.png"))
+    assert main(["evaluate", str(out / "model"), str(tmp_path / "missing.h5")]) == 2  # clear error, exit 2
