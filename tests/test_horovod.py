@@ -150,3 +150,17 @@ def test_rank_death_ends_job_fast_and_resume_recovers(runs, tmp_path):
     # the LR was not scaled a second time on resume
     target = LR * math.sqrt(2)
     np.testing.assert_allclose([r["lr"] for r in h], [target / 2, target, target], rtol=1e-6)
+
+
+def test_launcher_world_mismatch_is_an_error(tmp_path):
+    """`srun -n 2` with a Horovod that cannot join that world must not train as 2 serial jobs."""
+    env = _env()
+    env.update(SLURM_JOB_ID="1", SLURM_STEP_ID="0", SLURM_STEP_NUM_TASKS="2", SLURM_PROCID="0")
+    code = ("from ednn.parallel import get_backend\n"
+            "try:\n    get_backend('auto')\nexcept Exception as e:\n"
+            "    print(type(e).__name__, e)\n    raise SystemExit(3)\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 3, p.stdout + p.stderr[-2000:]
+    assert "BackendError" in p.stdout and "started 2 processes" in p.stdout
+    assert "horovodrun" in p.stdout                     # says what to do instead
