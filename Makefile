@@ -16,7 +16,7 @@ help:
 	@echo "make demo    - set up .venv, build the Tersoff dataset, train, evaluate, write report (runs/demo)"
 	@echo "make test    - set up .venv with test extras and Horovod, run lint and the test suite"
 	@echo "make data    - build the reference datasets (data/)"
-	@echo "make horovod - build/install the patched Horovod wheel into .venv (cached in wheels/)"
+	@echo "make horovod - build/install the patched Horovod wheel into .venv (cached in ~/.cache/ednn/wheels)"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
