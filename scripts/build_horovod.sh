@@ -24,6 +24,7 @@ PY="$VENV/bin/python"
 CACHE=${EDNN_WHEEL_CACHE:-$HOME/.cache/ednn/wheels}
 JOBS=${EDNN_BUILD_JOBS:-2}
 RUNTIME_DEPS=(cloudpickle psutil pyyaml packaging)
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 
 log() { echo "[build_horovod] $*"; }
 die() { echo "[build_horovod] ERROR: $*" >&2; exit 1; }
@@ -68,8 +69,11 @@ install_wheel() {
     log "installing cached wheel $whl"
     pip_install --no-deps --force-reinstall "$whl"
     ensure_runtime_deps
-    "$PY" -c "import horovod.tensorflow" \
-        || die "installed $whl but 'import horovod.tensorflow' fails; delete $WHEEL_DIR and rerun"
+    local err
+    if ! err=$("$PY" -c "import horovod.tensorflow" 2>&1); then
+        echo "$err" | tail -n 20 >&2
+        die "installed $whl but 'import horovod.tensorflow' fails; delete $WHEEL_DIR and rerun"
+    fi
     log "done: horovod $HVD_VERSION ($FLAVOUR) for TF $TF_VERSION in $VENV"
 }
 

@@ -71,6 +71,8 @@ def test_serial_backend_topology_and_identity_collectives(clean_env):
     np.testing.assert_array_equal(b.shard(perm), perm)
     assert b.local_batch_size(8) == 8
     assert b.scale_lr(1e-3, "linear") == 1e-3 and b.scale_lr(1e-3, "sqrt") == 1e-3
+    if not tf.config.list_physical_devices("GPU"):
+        assert b.pin_gpu() is None
 
 
 # ----------------------------------------------------------------- sharding
