@@ -96,6 +96,16 @@ class LabellerCalculator(Calculator):
         super().__init__(**kwargs)
         self.labeller = labeller
 
+    def check_state(self, atoms, tol=1e-15):  # noqa: D102 - exact and much cheaper than ASE's allclose chain
+        old = self.atoms
+        if old is None or len(old) != len(atoms):
+            return list(all_changes)
+        if (np.array_equal(old.positions, atoms.positions) and np.array_equal(old.numbers, atoms.numbers)
+                and np.array_equal(np.asarray(old.cell), np.asarray(atoms.cell))
+                and np.array_equal(old.pbc, atoms.pbc)):
+            return []
+        return list(all_changes)
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):  # noqa: D102
         super().calculate(atoms, properties, system_changes)
         lab = self.labeller.label(self.atoms)
