@@ -875,6 +875,8 @@ class Dataset(_Base):
     @property
     def energies(self) -> np.ndarray:
         """Total energies in eV, float64 array (n,), NaN-free."""
+        if self._energy is None and self._n == 0:
+            return np.zeros(0)
         if self._energy is None:
             raise DatasetError(f"{self.path} has no energies (unlabelled); label it with `ednn gen --labeller ...`")
         return self._energy.copy()
