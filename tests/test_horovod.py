@@ -13,6 +13,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -134,6 +135,8 @@ def test_rank_death_ends_job_fast_and_resume_recovers(runs, tmp_path):
                            + PARALLEL, timeout=180)
     assert rc != 0, log[-3000:]
     assert "simulated crash" in log
+    crash_t = float(re.search(r"simulated crash after step 8 at t=([0-9.]+)", log).group(1))
+    assert time.time() - crash_t < 60, "the job took over a minute to end after the crash"
     assert "exited with non-zero status" in log and "Exit code: 137" in log, log[-3000:]
     assert dt < 180
     assert not (out / "weights_rank0.npz").exists()     # rank 0 did not carry on alone

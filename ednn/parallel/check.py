@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         def on_batch_end(self, step, logs=None):
             self.steps += 1
             if a.die_rank is not None and backend.rank == a.die_rank and self.steps == a.die_step:
-                print(f"rank {backend.rank}: simulated crash after step {self.steps}", file=sys.stderr,
-                      flush=True)
+                print(f"rank {backend.rank}: simulated crash after step {self.steps} "
+                      f"at t={time.time():.3f}", file=sys.stderr, flush=True)
                 if a.die_signal:
                     os.kill(os.getpid(), signal.SIGKILL)
                 os._exit(17)
