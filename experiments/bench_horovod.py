@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 
@@ -61,7 +63,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--filters", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tag", default="bench_horovod")
     a = ap.parse_args()
 
@@ -86,8 +88,9 @@ def main() -> int:
             res = _run(cmd + args, timeout=600)
             runs[name].append(res)
             print(f"{name:12s} rep {rep}: {res['samples_per_s']:8.1f} samples/s "
-                  f"(epochs {['%.2f' % t for t in res['epoch_s']]} s)", flush=True)
+                  f"(epochs {' '.join(f'{t:.2f}' for t in res['epoch_s'])} s)", flush=True)
     best = {k: max(r["samples_per_s"] for r in v) for k, v in runs.items()}
+    median = {k: float(np.median([r["samples_per_s"] for r in v])) for k, v in runs.items()}
     n = a.ranks
     eff_core = best[f"horovod-{n}"] / (n * best["serial-1t"])
     speedup_vs_threads = best[f"horovod-{n}"] / best[f"serial-{n}t"]
@@ -98,6 +101,7 @@ def main() -> int:
         "settings": vars(a),
         "runs": runs,
         "best_samples_per_s": best,
+        "median_samples_per_s": median,
         "speedup_vs_1_thread": best[f"horovod-{n}"] / best["serial-1t"],
         "scaling_efficiency_per_core": eff_core,
         "speedup_vs_one_process_all_threads": speedup_vs_threads,
