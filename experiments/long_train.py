@@ -113,10 +113,32 @@ class Evaluator:
         self.trainer = None
         self.snapshots: list[dict[str, Any]] = []
         self.result: dict[str, Any] = {}
+        self.note: dict[str, Any] = {}
+        self.schedule_epochs = None
+        self.t_train = time.time()
 
     # ednn.train callback protocol ------------------------------------------------
     def on_train_begin(self, logs=None):
         self.t_last = time.time()
+        self.t_train = time.time()
+
+    def _adapt_schedule(self) -> None:
+        """Fit the cosine schedule into the wall-clock budget.
+
+        ``train.epochs`` is set high and ``max_time_s`` stops the run; after
+        every epoch the schedule length (the ``epochs`` the LR schedule reads)
+        becomes ``epochs done + remaining time / recent epoch time`` so that
+        the learning rate reaches its floor when the budget runs out.
+        """
+        tr = self.trainer
+        hist = tr.history
+        times = [h["time_s"] for h in hist[1:]] or [h["time_s"] for h in hist]
+        if not times:
+            return
+        per = float(np.mean(times[-5:]))
+        remaining = self.t_train + 60.0 * self.args.minutes - time.time()
+        tr.cfg["epochs"] = int(max(len(hist) + 1, len(hist) + remaining / max(per, 1e-3)))
+        self.schedule_epochs = tr.cfg["epochs"]
 
     def on_epoch_begin(self, epoch, logs=None):
         pass
@@ -125,6 +147,8 @@ class Evaluator:
         pass
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.args.adapt_schedule:
+            self._adapt_schedule()
         if time.time() - self.t_last >= self.every_s:
             self.evaluate(self.trainer.model, final=False, epoch=epoch + 1)
             self.t_last = time.time()
@@ -187,6 +211,7 @@ class Evaluator:
                 hist = json.load(fh)
         res = {
             "experiment": "long_train",
+            "data": self.note,
             "status": "final" if final else "in progress",
             "targets_mev": {"test_mae": 5.0, "transfer_mae": 10.0},
             "latest": latest,
@@ -194,6 +219,7 @@ class Evaluator:
             "learning_curve": [{k: h.get(k) for k in ("epoch", "mae_mev", "val_mae_mev", "lr", "time_s")} for h in hist],
             "best_val_mae_mev": min((h.get("val_mae_mev", np.inf) for h in hist), default=None),
             "epochs_done": len(hist),
+            "schedule_epochs": self.schedule_epochs,
             "config": self.cfg,
             "n_train": int(len(self.train_idx)),
             "n_test": int(len(self.test_idx)),
@@ -256,6 +282,34 @@ def plot(res: dict[str, Any], parity: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
+def build_fallback_data(folder: str, n_train: int, n_transfer: int) -> tuple[str, str]:
+    """Build a dataset like ``make data`` with the library (used only when ``data/`` is absent).
+
+    ``mixed`` structures (graphene, h-BN, BCN alloys, heterostructures,
+    defects) of 8-200 atoms, and size-transfer cells of 1000-5000 atoms, all
+    labelled with the default LAMMPS Tersoff labeller.
+    """
+    from ednn.data import DatasetWriter
+    from ednn.labellers import get_labeller
+    from ednn.structures import generate
+
+    os.makedirs(folder, exist_ok=True)
+    lab = get_labeller("tersoff")
+    paths = []
+    for name, n, seed, rng in (("train", n_train, 0, (8, 200)), ("transfer", n_transfer, 2, (1000, 5000))):
+        path = os.path.join(folder, f"{name}.h5")
+        paths.append(path)
+        if os.path.exists(path):
+            continue
+        t0 = time.time()
+        with DatasetWriter(path + ".building.h5", metadata={"labeller": {"name": "tersoff"}}, resume=False) as w:
+            for a in generate("mixed", n, seed=seed, n_atoms=rng):
+                w.append(a, energy=float(lab.label(a)["energy"]))
+        os.replace(path + ".building.h5", path)
+        print(f"[long_train] built {path} ({n} cells) in {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
+    return paths[0], paths[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default=DEFAULT_CONFIG, help="ednn training config (YAML/JSON)")
@@ -265,10 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-fraction", type=float, default=0.1, help="held-out test share of the training file")
     p.add_argument("--minutes", type=float, default=75.0, help="training wall-clock budget")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs (cosine schedule length)")
+    p.add_argument("--fixed-schedule", dest="adapt_schedule", action="store_false",
+                   help="keep train.epochs as the schedule length (default: fit the schedule into --minutes)")
     p.add_argument("--eval-every", type=float, default=10.0, help="minutes between intermediate evaluations")
     p.add_argument("--max-transfer", type=int, default=None, help="evaluate on at most this many transfer cells")
     p.add_argument("--out", default=None, help="run folder (default: from the config)")
     p.add_argument("--name", default="long_train", help="results file stem")
+    p.add_argument("--fallback-n", type=int, nargs=2, default=[3000, 40],
+                   help="train/transfer cells to build if the `make data` files are missing")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--eval-only", action="store_true", help="evaluate the saved model of the run")
     args = p.parse_args(argv)
@@ -284,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg["out"] = args.out
     if args.epochs:
         cfg["train"]["epochs"] = args.epochs
+    elif args.adapt_schedule:
+        cfg["train"]["epochs"] = 100000  # the time budget stops the run; the schedule adapts
     cfg["train"]["max_time_s"] = 60.0 * args.minutes
     cfg["data"]["test_fraction"] = 0.0  # we hold out our own test split below
     if not os.path.isabs(cfg["data"]["train"]):
@@ -291,6 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isabs(cfg["out"]):
         cfg["out"] = os.path.join(ROOT, cfg["out"])
 
+    data_source = "make data"
+    if not os.path.exists(cfg["data"]["train"]):
+        print(f"[long_train] {cfg['data']['train']} is missing (run `make data`); building a fallback dataset",
+              file=sys.stderr, flush=True)
+        cfg["data"]["train"], args.transfer = build_fallback_data(os.path.join(cfg["out"], "data"), *args.fallback_n)
+        data_source = f"fallback built by long_train.py: mixed {args.fallback_n[0]} cells (8-200 atoms), " \
+                      f"{args.fallback_n[1]} transfer cells (1000-5000 atoms)"
+    cfg_note = {"data_source": data_source, "train_file": cfg["data"]["train"], "transfer_file": args.transfer}
     t0 = time.time()
     structures, energies = load_structures(cfg["data"]["train"])
     rng = np.random.default_rng(cfg["data"]["split_seed"] + 12345)
@@ -309,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{0 if transfer is None else len(transfer[1])} transfer cells; loaded in {time.time() - t0:.1f} s",
           file=sys.stderr, flush=True)
     ev = Evaluator(args, cfg, structures, energies, test_idx, train_idx, transfer)
+    ev.note = cfg_note
     if args.eval_only:
         import ednn
 
