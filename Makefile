@@ -10,7 +10,7 @@ export LD_LIBRARY_PATH := $(abspath $(VENV))/lib:$(LD_LIBRARY_PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv demo test test-slow lint horovod data bench-raster clean help
+.PHONY: venv demo test test-slow lint horovod data data-ising bench-raster clean help
 
 help:
 	@echo "make demo    - set up .venv, build the Tersoff dataset, train, evaluate, write report (runs/demo)"
@@ -40,6 +40,9 @@ test-slow: venv
 
 data: venv
 	$(BIN)/python -m data_gen.reference --out data
+
+data-ising: venv
+	$(BIN)/python -m data_gen.ising --out data
 
 demo: venv
 	$(BIN)/ednn demo --out runs/demo
