@@ -43,8 +43,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None]]] = {
     },
     "grid": {
         "species": (None, (list, type(None)), None),
-        "spacing": (0.41, _NUM, None),
-        "sigma": (0.4, _NUM, None),
+        "spacing": (0.62375, _NUM, None),  # A_BNC / 4 (structures.A_BNC = 2.495 A): commensurate cells
+        "sigma": (0.5, _NUM, None),
         "cutoff": (4.0, _NUM, None),
         "mode": ("species", (str,), ("species", "z")),
         "dim": (2, (int,), (2, 3)),
@@ -54,9 +54,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None]]] = {
     },
     "train": {
         "epochs": (60, (int,), None),
-        "batch_size": (16, (int,), None),
+        "batch_size": (8, (int,), None),
         "optimizer": ("adam", (str,), ("adam", "adamw", "sgd")),
-        "learning_rate": (2e-3, _NUM, None),
+        "learning_rate": (3e-3, _NUM, None),
         "weight_decay": (0.0, _NUM, None),
         "schedule": ("cosine", (str,), ("constant", "cosine", "exponential", "plateau")),
         "min_lr_fraction": (0.02, _NUM, None),

@@ -58,7 +58,7 @@ ACTIVATIONS = ("swish", "silu", "tanh", "softplus", "gelu", "elu", "relu", "shif
 #: Default architecture (chosen by measurement, see README "Training").
 DEFAULT_MODEL: dict[str, Any] = {
     "head": "density",
-    "layers": 6,  # conv layers in the trunk
+    "layers": 5,  # conv layers in the trunk (receptive radius 5 px = 3.1 A at the default grid)
     "filters": 32,  # int or list (one per conv layer)
     "kernel": 3,  # odd kernel size
     "activation": "swish",
@@ -66,6 +66,7 @@ DEFAULT_MODEL: dict[str, Any] = {
     "residual": True,  # residual connections between equal-width conv layers (cropped)
     "vacuum_zero": True,  # subtract the output on an empty tile: vacuum has exactly zero energy
     "input_scale": 3.0,  # inputs (about 1 at an atom centre) are multiplied by this: starts the net nonlinear
+    "pair_features": False,  # add the products x_i * x_j of input channels (bond overlaps) as inputs
 }
 
 
@@ -80,6 +81,7 @@ def _model_types() -> dict[str, tuple[type, ...]]:
         "residual": (bool,),
         "vacuum_zero": (bool,),
         "input_scale": (float, int),
+        "pair_features": (bool,),
     }
 
 
@@ -194,6 +196,8 @@ def build_network(
         spatial = (None,) * dim
     inp = keras.Input(spatial + (in_channels,), name="image")
     x = keras.layers.Rescaling(float(cfg["input_scale"]), name="input_scale")(inp)
+    if cfg["pair_features"]:
+        x = _pair_layer()(name="pair_features")(x)
     for i, f in enumerate(filters):
         y = conv(f, k, padding="valid", activation=act, kernel_initializer=init(), name=f"conv{i}")(x)
         if cfg["residual"] and i > 0 and filters[i - 1] == f and h > 0:
@@ -218,6 +222,26 @@ def build_network(
     inp2 = keras.Input(spatial + (in_channels,), name="image")
     out = _VacuumZero(trunk, probe + (in_channels,), name="vacuum_zero")(inp2)
     return keras.Model(inp2, out, name=f"ednn_{cfg['head']}")
+
+
+def _pair_layer():
+    import keras
+
+    class PairFeatures(keras.layers.Layer):
+        """Append the products ``x_i * x_j`` (i <= j) of the channels: overlaps of neighbouring atoms' Gaussians."""
+
+        def call(self, x):
+            from keras import ops
+
+            C = x.shape[-1]
+            prods = [x[..., i : i + 1] * x[..., j : j + 1] for i in range(C) for j in range(i, C)]
+            return ops.concatenate([x] + prods, axis=-1)
+
+        def compute_output_shape(self, input_shape):
+            C = input_shape[-1]
+            return tuple(input_shape[:-1]) + (C + C * (C + 1) // 2,)
+
+    return PairFeatures
 
 
 def _vacuum_zero_layer():

@@ -41,9 +41,9 @@ def _net_only(m: EnergyModel) -> EnergyModel:
     return m
 
 
-@pytest.mark.parametrize("head", ["density", "dense"])
-def test_supercell_extensivity_untrained(head):
-    m = _net_only(_model(head))
+@pytest.mark.parametrize(("head", "extra"), [("density", {}), ("dense", {}), ("density", {"pair_features": True})])
+def test_supercell_extensivity_untrained(head, extra):
+    m = _net_only(_model(head, **extra))
     cell = _sheet(make_random_bcn(seed=3, reps=(2, 2)))  # 12 x 12 pixels, a multiple of focus 6
     e1 = m.predict_energy(cell)
     e9 = m.predict_energy(cell.repeat((3, 3, 1)))
