@@ -223,12 +223,25 @@ class LRSchedule(Callback):
         self.factor = 1.0  # plateau state
         self.best = math.inf
         self.wait = 0
+        self.elapsed = 0.0  # training seconds before this (resumed) segment
+        self.t0 = time.time()
+
+    def progress(self, epoch: int) -> float:
+        """Fraction of training done: epochs, or elapsed time when ``max_time_s`` is set (whichever is larger)."""
+        p = epoch / max(1, self.cfg["epochs"])
+        T = self.cfg["max_time_s"]
+        if T:
+            p = max(p, (self.elapsed + time.time() - self.t0) / T)
+        return min(p, 1.0)
+
+    def on_train_begin(self, logs=None):
+        self.t0 = time.time()
 
     def lr(self, epoch: int) -> float:
-        c, E = self.cfg, self.cfg["epochs"]
+        c = self.cfg
         if c["schedule"] == "cosine":
             fmin = c["min_lr_fraction"]
-            f = fmin + (1 - fmin) * 0.5 * (1 + math.cos(math.pi * min(epoch, E) / max(1, E)))
+            f = fmin + (1 - fmin) * 0.5 * (1 + math.cos(math.pi * self.progress(epoch)))
         elif c["schedule"] == "exponential":
             f = c["decay_rate"] ** epoch
         elif c["schedule"] == "plateau":
@@ -255,10 +268,12 @@ class LRSchedule(Callback):
                 self.wait = 0
 
     def get_state(self):
-        return {"factor": self.factor, "best": self.best, "wait": self.wait}
+        return {"factor": self.factor, "best": self.best, "wait": self.wait,
+                "elapsed": self.elapsed + time.time() - self.t0}
 
     def set_state(self, s):
         self.factor, self.best, self.wait = s["factor"], s["best"], s["wait"]
+        self.elapsed = s.get("elapsed", 0.0)
 
 
 class EarlyStopping(Callback):
@@ -603,8 +618,8 @@ def fit(model: EnergyModel, train_set: TrainSet, val_set: TrainSet | None = None
         if v < tr.best_val:
             tr.best_val = v
             tr.best_weights = [w.copy() for w in model.network.get_weights()]
-        if cfg["max_time_s"] is not None and time.time() - t_start > cfg["max_time_s"]:
-            tr.stop_training = True
+        if cfg["max_time_s"] is not None and time.time() - t_start + logs["time_s"] > cfg["max_time_s"]:
+            tr.stop_training = True  # the next epoch would overrun the time budget
         tr.history.append(logs)
         for cb in cbs:
             cb.on_epoch_end(epoch, logs)

@@ -138,3 +138,19 @@ def test_cli_predict_and_evaluate(trained, tmp_path):
     assert os.path.getsize(os.path.join(ev, "parity.png")) > 1000
     assert os.path.exists(os.path.join(ev, "learning_curve.png"))
     assert main(["evaluate", str(out / "model"), str(tmp_path / "missing.h5")]) == 2  # clear error, exit 2
+
+
+def test_trained_far_apart_copies_add(trained):
+    from ase import Atoms
+
+    model = trained[0]
+    sp = model.grid.spacing
+    L = 24 * sp
+    pos = [[1.42 * np.cos(t) + 5, 1.42 * np.sin(t) + 5, 7.5] for t in np.arange(6) * np.pi / 3]
+    one = Atoms("C3N3", positions=pos, cell=[L, L, 15], pbc=(True, True, False))
+    big = Atoms("C3N3", positions=pos, cell=[3 * L, 3 * L, 15], pbc=(True, True, False))
+    two = big + Atoms("C3N3", positions=np.array(pos) + [29 * sp, 37 * sp, 0.0])
+    two.cell, two.pbc = big.cell, big.pbc
+    e1 = model.predict_energy(one)
+    assert model.predict_energy(two) == pytest.approx(2 * e1, rel=1e-5)
+    assert model.predict_energy(big) == pytest.approx(e1, rel=1e-5)  # more vacuum adds nothing
