@@ -10,9 +10,10 @@
    resident memory (VmHWM) and its growth over the loaded-model baseline.
 
 The model is ``--model PATH`` (a trained model folder, e.g. ``runs/demo/model``
-or ``runs/long_train/model``); without it, a model with the default config's
-architecture and grid is built with untrained weights (timings do not depend
-on the weight values; the JSON says which was used).
+or ``runs/long_train/model``); without it, a model with the architecture and
+grid of ``--config`` (e.g. ``experiments/long_train.yaml``) or of the defaults
+is built with untrained weights (timings do not depend on the weight values;
+the JSON says which was used).
 
 Writes ``experiments/results/bench_predict.json`` and ``bench_predict.png``.
 
@@ -43,8 +44,8 @@ def _env() -> None:
     sys.path.insert(0, ROOT)
 
 
-def get_model(path: str | None, threads: int | None):
-    """Load a trained model, or build the default architecture (untrained)."""
+def get_model(path: str | None, threads: int | None, config: str | None = None):
+    """Load a trained model, or build an untrained one (a training config's grid/model, or the defaults)."""
     _env()
     if threads:
         import tensorflow as tf
@@ -55,10 +56,19 @@ def get_model(path: str | None, threads: int | None):
         import ednn
 
         return ednn.load(path), f"trained model {path}"
-    from ednn.config import DEFAULTS
+    from ednn.config import DEFAULTS, load_config
     from ednn.grid import GridSpec
     from ednn.models import EnergyModel, receptive_radius
 
+    if config:
+        cfg = load_config(config)
+        g = {k: v for k, v in cfg["grid"].items() if v is not None}
+        g["species"] = g.get("species") or ("B", "C", "N")
+        g["context"] = max(g.get("context") or 0, receptive_radius(cfg["model"]), 1)
+        model = EnergyModel.create(cfg["model"], GridSpec(**g), seed=0)
+        model.refs = np.array([-6.0, -7.4, -7.0])
+        model.scale = 0.2
+        return model, f"architecture and grid of {config}, untrained weights"
     g = {k: v for k, v in DEFAULTS["grid"].items() if v is not None}
     g["species"] = ("B", "C", "N")
     g["context"] = max(receptive_radius({}), 1)
@@ -96,42 +106,34 @@ def _ms(ts: list[float]) -> dict[str, float]:
 
 
 def latency(model, n_cells: int, n_warm: int, n_forces: int) -> dict:
+    """Per-call latencies; the three ways are interleaved cell by cell so that load changes on a
+    shared machine affect them alike."""
     structs = cells60(n_cells + n_warm)
     warm, meas = structs[:n_warm], structs[n_warm:]
-    res = {}
-    for a in warm:
-        model.predict_energy(a)
-    ts = []
-    for a in meas:
-        t0 = time.perf_counter()
-        model.predict_energy(a)
-        ts.append(time.perf_counter() - t0)
-    res["predict_energy"] = _ms(ts)
     calc = model.calculator()
-    for a in warm[:5]:
+    for i, a in enumerate(warm):
+        model.predict_energy(a)
         b = a.copy()
         b.calc = calc
-        b.get_potential_energy()
-    ts = []
-    for a in meas:
+        b.get_forces() if i < 3 else b.get_potential_energy()
+    t = {"predict_energy": [], "calculator_energy": [], "calculator_energy_forces": []}
+    every = max(1, len(meas) // max(n_forces, 1))
+    for i, a in enumerate(meas):
+        t0 = time.perf_counter()
+        model.predict_energy(a)
+        t["predict_energy"].append(time.perf_counter() - t0)
         b = a.copy()
         b.calc = calc
         t0 = time.perf_counter()
         b.get_potential_energy()
-        ts.append(time.perf_counter() - t0)
-    res["calculator_energy"] = _ms(ts)
-    for a in warm[:3]:
-        b = a.copy()
-        b.calc = calc
-        b.get_forces()
-    ts = []
-    for a in meas[:n_forces]:
-        b = a.copy()
-        b.calc = calc
-        t0 = time.perf_counter()
-        b.get_forces()
-        ts.append(time.perf_counter() - t0)
-    res["calculator_energy_forces"] = _ms(ts)
+        t["calculator_energy"].append(time.perf_counter() - t0)
+        if i % every == 0 and len(t["calculator_energy_forces"]) < n_forces:
+            b = a.copy()
+            b.calc = calc
+            t0 = time.perf_counter()
+            b.get_forces()
+            t["calculator_energy_forces"].append(time.perf_counter() - t0)
+    res = {k: _ms(v) for k, v in t.items()}
     # batched for comparison (many cells per forward pass)
     t0 = time.perf_counter()
     model.predict_energies(meas, batch_size=64)
@@ -152,7 +154,7 @@ def child(args: argparse.Namespace) -> None:
     """One sheet size in this (fresh) process: prints one JSON line."""
     from ednn.predict import stream_energy
 
-    model, _ = get_model(args.model, args.threads)
+    model, _ = get_model(args.model, args.threads, args.config)
     small = sheet(2000)
     stream_energy(model, small)  # warm-up (tracing) on a small sheet
     at = sheet(args.child)
@@ -182,6 +184,7 @@ def plot(res: dict, path: str) -> None:
     ax[0].bar(x + 0.2, p90, 0.4, label="p90")
     ax[0].axhline(lat["batched_ms_per_cell"], color="k", ls=":", label="batched (64 per pass), per cell")
     ax[0].set_xticks(x, ["predict_energy", "calc energy", "calc E+forces"], fontsize=8)
+    ax[0].set_yscale("log")
     ax[0].set_ylabel("ms per 60-atom cell")
     ax[0].set_title("one cell at a time (after warm-up)", fontsize=9)
     ax[0].legend(fontsize=7)
@@ -206,6 +209,8 @@ def plot(res: dict, path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="trained model folder/zip (default: untrained default architecture)")
+    p.add_argument("--config", default=None,
+                   help="without --model: build the grid/architecture of this training config (untrained)")
     p.add_argument("--n-cells", type=int, default=200)
     p.add_argument("--n-warm", type=int, default=20)
     p.add_argument("--n-forces", type=int, default=50)
@@ -217,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args)
         return 0
-    model, what = get_model(args.model, args.threads)
+    model, what = get_model(args.model, args.threads, args.config)
     print(f"model: {what}; grid {model.grid}", flush=True)
     t0 = time.time()
     lat = latency(model, args.n_cells, args.n_warm, args.n_forces)
@@ -229,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", str(n), "--threads", str(args.threads)]
         if args.model:
             cmd += ["--model", args.model]
+        if args.config:
+            cmd += ["--config", args.config]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
             print(out.stderr[-3000:], file=sys.stderr)
