@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
         if args.epochs:
             cfg["train"]["epochs"] = args.epochs
         train(cfg, resume=args.resume)
+        from .parallel import get_backend
+
+        if not get_backend(cfg["train"]["backend"]).is_chief:
+            return 0  # under Horovod only rank 0 writes plots and reports
         log = os.path.join(cfg["out"], "log.json")
         if os.path.exists(log):
             from .plots import learning_curve
