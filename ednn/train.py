@@ -550,6 +550,7 @@ def fit(model: EnergyModel, train_set: TrainSet, val_set: TrainSet | None = None
 
     cfg = normalize_config({"train": dict(train_config or {})})["train"]
     backend = backend or _get_backend(cfg["backend"])
+    backend.local_batch_size(cfg["batch_size"])  # ConfigError unless the global batch splits evenly over ranks
     if len(train_set) == 0:
         raise DatasetError("the training set is empty")
     if fit_refs:
