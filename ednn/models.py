@@ -66,6 +66,7 @@ DEFAULT_MODEL: dict[str, Any] = {
     "residual": True,  # residual connections between equal-width conv layers (cropped)
     "vacuum_zero": True,  # subtract the output on an empty tile: vacuum has exactly zero energy
     "input_scale": 3.0,  # inputs (about 1 at an atom centre) are multiplied by this: starts the net nonlinear
+    "metric_channels": False,  # pixel-metric input channels (grid models only); see metric_features()
     "pair_features": False,  # add the products x_i * x_j of input channels (bond overlaps) as inputs
 }
 
@@ -82,6 +83,7 @@ def _model_types() -> dict[str, tuple[type, ...]]:
         "vacuum_zero": (bool,),
         "input_scale": (float, int),
         "pair_features": (bool,),
+        "metric_channels": (bool, type(None)),
     }
 
 
@@ -102,7 +104,7 @@ def normalize_model_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     for k, v in cfg.items():
         ok = isinstance(v, types[k]) and not (isinstance(v, bool) and bool not in types[k])
         if not ok:
-            names = " or ".join(t.__name__ for t in types[k])
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types[k])
             raise ConfigError(f"model.{k} must be {names}, got {type(v).__name__} {v!r}")
         out[k] = copy.deepcopy(v)
     out["input_scale"] = float(out["input_scale"])
@@ -220,7 +222,8 @@ def build_network(
     r = cfg["layers"] * h
     probe = (tile_size,) * dim if cfg["head"] == "dense" else (2 * r + 1,) * dim
     inp2 = keras.Input(spatial + (in_channels,), name="image")
-    out = _VacuumZero(trunk, probe + (in_channels,), name="vacuum_zero")(inp2)
+    n_const = n_metric(dim) if cfg["metric_channels"] else 0
+    out = _VacuumZero(trunk, probe + (in_channels,), n_const, name="vacuum_zero")(inp2)
     return keras.Model(inp2, out, name=f"ednn_{cfg['head']}")
 
 
@@ -250,15 +253,28 @@ def _vacuum_zero_layer():
     class VacuumZero(keras.layers.Layer):
         """``trunk(x) - trunk(0)``: the output on an empty tile is subtracted, so vacuum has zero energy."""
 
-        def __init__(self, trunk, probe_shape, **kw):
+        def __init__(self, trunk, probe_shape, n_const=0, **kw):
             super().__init__(**kw)
             self.trunk = trunk
             self.probe_shape = tuple(probe_shape)
+            self.n_const = int(n_const)
 
         def call(self, x):
             from keras import ops
 
             y = self.trunk(x)
+            if self.n_const:
+                # empty space with this image's pixel metric (constant channels, one probe per image)
+                d = len(self.probe_shape) - 1
+                C = self.probe_shape[-1]
+                const = x[(slice(None),) + (slice(0, 1),) * d + (slice(C - self.n_const, C),)]
+                zeros = ops.zeros_like(const[..., :1])
+                zeros = ops.repeat(zeros, C - self.n_const, axis=-1)
+                pix = ops.concatenate([zeros, const], axis=-1)
+                for ax in range(1, d + 1):
+                    pix = ops.repeat(pix, self.probe_shape[ax - 1], axis=ax)
+                z = self.trunk(pix)
+                return y - ops.reshape(z, (-1,) + (1,) * (len(y.shape) - 1))
             z = self.trunk(ops.zeros((1,) + self.probe_shape, dtype=x.dtype))
             return y - ops.reshape(z, (1,) * (len(y.shape) - 1) + (1,)) if len(y.shape) > 2 else y - z
 
@@ -268,8 +284,32 @@ def _vacuum_zero_layer():
     return VacuumZero
 
 
-def _VacuumZero(trunk, probe_shape, name):  # noqa: N802
-    return _vacuum_zero_layer()(trunk, probe_shape, name=name)
+def _VacuumZero(trunk, probe_shape, n_const, name):  # noqa: N802
+    return _vacuum_zero_layer()(trunk, probe_shape, n_const, name=name)
+
+
+def n_metric(dim: int) -> int:
+    """Number of pixel-metric channels (3 in 2D, 6 in 3D)."""
+    return 3 if dim == 2 else 6
+
+
+def metric_features(lattice: np.ndarray, shape: Sequence[int], spacing: float) -> np.ndarray:
+    """Constant input channels describing the pixel geometry of an image.
+
+    Pixels run along the cell vectors, so a strained (or hexagonal vs
+    rectangular) cell gives nearly the same image with differently shaped
+    pixels. These channels tell the network the pixel metric
+    ``g_ab = (a_a / n_a) . (a_b / n_b) / spacing^2``:
+    ``10 (g_aa - 1)`` for each axis and ``5 cos(angle_ab)`` for each pair.
+    They are the same on every pixel, so translation invariance and exact
+    supercell extensivity are kept.
+    """
+    v = np.asarray(lattice, dtype=np.float64) / np.asarray(shape, dtype=np.float64)[:, None]
+    g = v @ v.T / spacing**2
+    d = len(shape)
+    feats = [10.0 * (g[i, i] - 1.0) for i in range(d)]
+    feats += [5.0 * g[i, j] / np.sqrt(g[i, i] * g[j, j]) for i in range(d) for j in range(i + 1, d)]
+    return np.asarray(feats, dtype=np.float32)
 
 
 def gaussian_unit(grid: GridSpec) -> float:
@@ -418,6 +458,7 @@ class EnergyModel:
         self.grid = grid
         self.dim = int(dim if dim is not None else (grid.dim if grid else 2))
         self.in_channels = int(in_channels if in_channels is not None else (grid.n_channels if grid else 1))
+        self.metric = bool(self.model_config["metric_channels"])
         K = len(grid.species) if grid is not None else 1
         self.refs = np.zeros(K) if refs is None else np.asarray(refs, dtype=np.float64)
         if self.refs.shape != (K,):
@@ -444,11 +485,15 @@ class EnergyModel:
         """Build a fresh (untrained) model; the grid's context is set to the receptive radius if smaller."""
         cfg = normalize_model_config(model_config)
         r = receptive_radius(cfg)
+        if cfg["metric_channels"] is None:  # "auto": on for grid models
+            cfg["metric_channels"] = grid is not None
+        if cfg["metric_channels"] and grid is None:
+            raise ModelError("metric_channels needs a grid; image-mode models take images as they are")
         if grid is not None:
             if cfg["head"] == "density" and grid.context < r:
                 grid = grid.replace(context=r)
             dim = grid.dim
-            in_channels = grid.n_channels
+            in_channels = grid.n_channels + (n_metric(grid.dim) if cfg["metric_channels"] else 0)
         dim = dim or 2
         in_channels = in_channels or 1
         tile_size = None
@@ -483,9 +528,12 @@ class EnergyModel:
         p = prepare(atoms, self.grid)
         g = self.grid
         unit = gaussian_unit(g)
-        img = np.empty(p.shape + (g.n_channels,), dtype=np.float32)
+        C = g.n_channels
+        img = np.empty(p.shape + (self.in_channels,), dtype=np.float32)
         for r0, strip in rasterize_strips(None, g, prepared=p, dtype=np.float64):
-            img[r0 : r0 + strip.shape[0]] = strip * unit
+            img[r0 : r0 + strip.shape[0], ..., :C] = strip * unit
+        if self.metric:
+            img[..., C:] = metric_features(p.lattice, p.shape, g.spacing)
         return img, pixel_volume(p, g) / unit
 
     def counts(self, atoms: Any) -> np.ndarray:
@@ -588,7 +636,7 @@ class EnergyModel:
             y = untile(per, lay)[..., 0]
         if include_reference:
             if self.grid is not None and self.grid.mode == "species":
-                dens = img.astype(np.float64)
+                dens = img[..., : self.grid.n_channels].astype(np.float64)
                 tot = dens.reshape(-1, dens.shape[-1]).sum(0)
                 cnt = self.counts(atoms)
                 with np.errstate(invalid="ignore", divide="ignore"):
@@ -637,6 +685,9 @@ class EnergyModel:
         unit = gaussian_unit(g)
         w = pixel_volume(p, g) / unit
         img = rasterize_tf(atoms, g, positions=positions, dtype=tf.float32) * unit
+        if self.metric:
+            mf = tf.constant(metric_features(p.lattice, p.shape, g.spacing))
+            img = tf.concat([img, tf.broadcast_to(mf, list(p.shape) + [mf.shape[0]])], axis=-1)
         if self.head == "dense":
             from .tiling import layout_for, tile_tf
 

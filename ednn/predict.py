@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelError
-from .models import gaussian_unit
+from .models import gaussian_unit, metric_features
 from .raster import pixel_volume, prepare, rasterize_strips
 
 __all__ = ["stream_energy", "stream_energy_map"]
@@ -33,7 +33,15 @@ def _rows(model, atoms: Any, rows_per_strip: int | None) -> tuple[Iterator[tuple
         rows_per_strip = (1 << 18) // max(rest, 1)
     rows_per_strip = max(2 * model.radius, int(rows_per_strip), 1)  # the first strip must hold the 2r wrap rows
     it = rasterize_strips(None, g, rows_per_strip=rows_per_strip, prepared=p, dtype=np.float32)
-    return ((r0, s * unit) for r0, s in it), p, w
+    if not model.metric:
+        return ((r0, s * unit) for r0, s in it), p, w
+    mf = metric_features(p.lattice, p.shape, g.spacing)
+
+    def with_metric():
+        for r0, s in it:
+            yield r0, np.concatenate([s * unit, np.broadcast_to(mf, s.shape[:-1] + mf.shape)], axis=-1)
+
+    return with_metric(), p, w
 
 
 def _strip_outputs(model, atoms: Any, rows_per_strip: int | None) -> Iterator[tuple[int, np.ndarray, float]]:
@@ -48,7 +56,7 @@ def _strip_outputs(model, atoms: Any, rows_per_strip: int | None) -> Iterator[tu
         yield 0, _run(model, img, r, full=True), w
         return
     head: np.ndarray | None = None  # first 2r rows (for the wrap at the end)
-    buf = np.zeros((0,) + p.shape[1:] + (model.grid.n_channels,), np.float32)
+    buf = np.zeros((0,) + p.shape[1:] + (model.in_channels,), np.float32)
     buf_start = 0  # image row of buf[0]
     nxt = r  # next output row to produce
     for r0, s in strips:

@@ -41,7 +41,8 @@ def _net_only(m: EnergyModel) -> EnergyModel:
     return m
 
 
-@pytest.mark.parametrize(("head", "extra"), [("density", {}), ("dense", {}), ("density", {"pair_features": True})])
+@pytest.mark.parametrize(("head", "extra"), [("density", {}), ("dense", {}), ("density", {"pair_features": True}),
+                                             ("density", {"metric_channels": True})])
 def test_supercell_extensivity_untrained(head, extra):
     m = _net_only(_model(head, **extra))
     cell = _sheet(make_random_bcn(seed=3, reps=(2, 2)))  # 12 x 12 pixels, a multiple of focus 6
@@ -59,8 +60,9 @@ def test_density_head_last_layer_linear_and_negative_possible():
     assert (y < 0).any() and (y > 0).any()
 
 
-def test_vacuum_has_zero_energy_and_far_copies_add():
-    m = _net_only(_model())
+@pytest.mark.parametrize("metric", [False, True])
+def test_vacuum_has_zero_energy_and_far_copies_add(metric):
+    m = _net_only(_model(metric_channels=metric))
     L = 24 * SPACING  # 9.84 A box around a ring of 6 C atoms
     ring = Atoms("C6", positions=[[1.42 * np.cos(t) + 5, 1.42 * np.sin(t) + 5, 0] for t in np.arange(6) * np.pi / 3],
                  cell=[L, L, 15], pbc=(True, True, False))
@@ -117,8 +119,9 @@ def test_energy_map_sums_to_energy_with_references():
     assert m.energy_map(at).sum() == pytest.approx(m.predict_energy(at), rel=1e-5)
 
 
-def test_forces_match_finite_differences():
-    m = _model(activation="tanh")
+@pytest.mark.parametrize("metric", [False, True])
+def test_forces_match_finite_differences(metric):
+    m = _model(activation="tanh", metric_channels=metric)
     at = _sheet(make_random_bcn(seed=1, reps=(2, 2)))
     calc = m.calculator()
     at.calc = calc
