@@ -6,7 +6,7 @@
    Median and 90th percentile in ms per prediction.
 2. Throughput: graphene sheets of 10^4 ... 10^5 atoms (default up to 1.2e5)
    predicted with streaming (``ednn.predict.stream_energy``: strip by strip,
-   flat memory), each size in a fresh subprocess: seconds, atoms/s, peak
+   flat memory), each size in a fresh subprocess, best of 2: seconds, atoms/s, peak
    resident memory (VmHWM) and its growth over the loaded-model baseline.
 
 The model is ``--model PATH`` (a trained model folder, e.g. ``runs/demo/model``
@@ -134,10 +134,13 @@ def latency(model, n_cells: int, n_warm: int, n_forces: int) -> dict:
             b.get_forces()
             t["calculator_energy_forces"].append(time.perf_counter() - t0)
     res = {k: _ms(v) for k, v in t.items()}
-    # batched for comparison (many cells per forward pass)
-    t0 = time.perf_counter()
-    model.predict_energies(meas, batch_size=64)
-    res["batched_ms_per_cell"] = 1000 * (time.perf_counter() - t0) / len(meas)
+    # batched for comparison (many cells per forward pass); best of 3 (the first pays one-time costs)
+    tb = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        model.predict_energies(meas, batch_size=64)
+        tb.append(time.perf_counter() - t0)
+    res["batched_ms_per_cell"] = 1000 * min(tb) / len(meas)
     res["atoms_per_cell"] = int(len(meas[0]))
     return res
 
@@ -159,9 +162,12 @@ def child(args: argparse.Namespace) -> None:
     stream_energy(model, small)  # warm-up (tracing) on a small sheet
     at = sheet(args.child)
     base = _rss_kib("VmRSS")
-    t0 = time.perf_counter()
-    e = stream_energy(model, at)
-    wall = time.perf_counter() - t0
+    walls = []
+    for _ in range(2):  # best of 2: the machine is shared
+        t0 = time.perf_counter()
+        e = stream_energy(model, at)
+        walls.append(time.perf_counter() - t0)
+    wall = min(walls)
     peak = _rss_kib("VmHWM")
     print(json.dumps({"atoms": len(at), "seconds": wall, "atoms_per_second": len(at) / wall,
                       "energy_per_atom": e / len(at), "rss_before_mib": base / 1024, "peak_rss_mib": peak / 1024,
