@@ -89,8 +89,8 @@ def energy_map_plot(atoms: Any, emap: np.ndarray, path: str, title: str = "") ->
                    extent=(0, n0, 0, n1), aspect="auto")
     frac = atoms.get_scaled_positions()[:, :2] % 1.0
     ax.scatter(frac[:, 0] * n0, frac[:, 1] * n1, s=3, c="k", alpha=0.5)
-    fig.colorbar(im, ax=ax, label="energy per pixel - median (meV)")
-    ax.set_xlabel("pixel along cell vector 1")
-    ax.set_ylabel("pixel along cell vector 2")
+    fig.colorbar(im, ax=ax, label="energy - median (meV)")
+    ax.set_xlabel("along cell vector 1 (map cells)")
+    ax.set_ylabel("along cell vector 2 (map cells)")
     ax.set_title(title, fontsize=9)
     return save_fig(fig, path)
