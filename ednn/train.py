@@ -93,10 +93,6 @@ class TrainSet:
         return TrainSet([self.inputs[i] for i in idx], self.energies[idx], self.counts[idx], self.n_atoms[idx])
 
 
-def _as_structure(s: Any):
-    return s
-
-
 def structures_to_set(model: EnergyModel, structures: Sequence[Any], energies: Sequence[float] | None = None,
                       progress: bool = False, desc: str = "rasterize") -> TrainSet:
     """Rasterize (and tile) structures once, for training or evaluation.
