@@ -606,6 +606,10 @@ class EnergyModel:
                 return stream_energy(self, atoms)
         return float(self.predict_energies([atoms])[0])
 
+    def predict_sets(self, ts, batch_size: int = 32) -> np.ndarray:
+        """Energies (eV) of a cached :class:`ednn.train.TrainSet` (inputs already rasterized)."""
+        return ts.counts @ self.refs + self.scale * self._net_sums(ts.inputs, batch_size)
+
     def predict_image_energies(self, images: Iterable[np.ndarray], batch_size: int = 64) -> np.ndarray:
         """Energies of periodic images (image mode, or pre-rasterized network images with w=1)."""
         images = list(images)

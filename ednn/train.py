@@ -515,14 +515,6 @@ class _Trainer:
         return int(state["epoch"]) + 1
 
 
-def _predict_sets(self: EnergyModel, ts: TrainSet, batch_size: int = 32) -> np.ndarray:
-    """Energies (eV) of a cached TrainSet."""
-    return ts.counts @ self.refs + self.scale * self._net_sums(ts.inputs, batch_size)
-
-
-EnergyModel.predict_sets = _predict_sets  # type: ignore[attr-defined]
-
-
 def fit(model: EnergyModel, train_set: TrainSet, val_set: TrainSet | None = None,
         train_config: dict[str, Any] | None = None, seed: int = 0, out: str | None = None,
         resume: bool = False, callbacks: Sequence[Callback] | None = None, backend=None,
