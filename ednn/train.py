@@ -249,7 +249,11 @@ class LRSchedule(Callback):
         return self.base * f
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.trainer.optimizer.learning_rate.assign(self.lr(epoch))
+        lr = self.lr(epoch)
+        b = self.trainer.backend
+        if b.size > 1:  # time-based schedules must not differ between ranks
+            lr = b.broadcast_object(lr, root=0)
+        self.trainer.optimizer.learning_rate.assign(lr)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.cfg["schedule"] != "plateau":
@@ -612,6 +616,8 @@ def fit(model: EnergyModel, train_set: TrainSet, val_set: TrainSet | None = None
         tr.history.append(logs)
         for cb in cbs:
             cb.on_epoch_end(epoch, logs)
+        if backend.size > 1:  # every rank stops together (time budgets differ slightly between ranks)
+            tr.stop_training = bool(np.asarray(backend.allreduce_sum(np.array([float(tr.stop_training)])))[0] > 0)
         logs["stopped"] = bool(tr.stop_training)
         if out and chief:
             tr.save_checkpoint(ck, epoch)
