@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 HEADS = ("density", "dense")
+STREAM_PIXELS = 1 << 20  # structures with more pixels are predicted strip by strip
 ACTIVATIONS = ("swish", "silu", "tanh", "softplus", "gelu", "elu", "relu", "shifted_softplus")
 
 #: Default architecture (chosen by measurement, see README "Training").
@@ -589,21 +590,26 @@ class EnergyModel:
         structures = list(structures)
         if not structures:
             return np.zeros(0)
-        inputs, refs = [], np.zeros(len(structures))
+        out = np.zeros(len(structures))
+        small: list[int] = []
         for i, a in enumerate(structures):
-            img, w = self.image(a)
+            if self.grid is not None and self.head == "density" and math.prod(_pixels(a, self.grid)) > STREAM_PIXELS:
+                from .predict import stream_energy
+
+                out[i] = stream_energy(self, a)  # huge sheet: strips, flat memory
+            else:
+                small.append(i)
+        inputs, refs = [], np.zeros(len(small))
+        for k, i in enumerate(small):
+            img, w = self.image(structures[i])
             inputs.append(self.network_input(img, w))
-            refs[i] = self.counts(a) @ self.refs
-        return refs + self.scale * self._net_sums(inputs, batch_size)
+            refs[k] = self.counts(structures[i]) @ self.refs
+        if small:
+            out[small] = refs + self.scale * self._net_sums(inputs, batch_size)
+        return out
 
     def predict_energy(self, atoms: Any) -> float:
         """Total energy (eV) of one structure of any size (streams huge sheets)."""
-        from .predict import stream_energy
-
-        if self.grid is not None and self.head == "density":
-            n_pix = math.prod(_pixels(atoms, self.grid))
-            if n_pix > (1 << 20):
-                return stream_energy(self, atoms)
         return float(self.predict_energies([atoms])[0])
 
     def predict_sets(self, ts, batch_size: int = 32) -> np.ndarray:

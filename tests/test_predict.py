@@ -154,3 +154,13 @@ def test_trained_far_apart_copies_add(trained):
     e1 = model.predict_energy(one)
     assert model.predict_energy(two) == pytest.approx(2 * e1, rel=1e-5)
     assert model.predict_energy(big) == pytest.approx(e1, rel=1e-5)  # more vacuum adds nothing
+
+
+def test_predict_energies_streams_huge_structures(trained, monkeypatch):
+    import ednn.models as models
+
+    model = trained[0]
+    structs = [_sheet(make_random_bcn(seed=s, reps=(6 + s, 5))) for s in range(3)]
+    ref = model.predict_energies(structs)
+    monkeypatch.setattr(models, "STREAM_PIXELS", 1000)  # the 2nd and 3rd go through stream_energy
+    np.testing.assert_allclose(model.predict_energies(structs), ref, rtol=1e-6)
