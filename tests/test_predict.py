@@ -162,5 +162,11 @@ def test_predict_energies_streams_huge_structures(trained, monkeypatch):
     model = trained[0]
     structs = [_sheet(make_random_bcn(seed=s, reps=(6 + s, 5))) for s in range(3)]
     ref = model.predict_energies(structs)
-    monkeypatch.setattr(models, "STREAM_PIXELS", 1000)  # the 2nd and 3rd go through stream_energy
+    monkeypatch.setattr(models, "STREAM_PIXELS", 800)  # 750, 875, 1000 px: the 2nd and 3rd stream
+    import ednn.predict as predict
+
+    calls = []
+    orig = predict.stream_energy
+    monkeypatch.setattr(predict, "stream_energy", lambda m, a: calls.append(len(a)) or orig(m, a))
     np.testing.assert_allclose(model.predict_energies(structs), ref, rtol=1e-6)
+    assert calls == [len(structs[1]), len(structs[2])]
