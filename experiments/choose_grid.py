@@ -4,6 +4,11 @@ Usage: python experiments/choose_grid.py [--n 400] [--time 90] [--only NAME]
 Writes experiments/results/choose_grid.json. Each setting trains for a fixed
 wall-clock budget (train.max_time_s) on the same data; we report held-out MAE
 (meV/atom), seconds per epoch and epochs done.
+
+Results: choose_grid_round1.json (earlier input normalisation and an earlier
+structure generator: not comparable in absolute terms), choose_grid.json and
+choose_grid_b.json (current code, round 2). Short runs on a shared 2-core
+machine: they rank costs at equal time, not final accuracies.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from ednn.structures import A_BNC, generate
 from ednn.train import train
 
 SETTINGS = {
+    "k4_L5_f32_b4_lr1e-3": ({"spacing": A_BNC / 4, "sigma": 0.5}, {"layers": 5, "filters": 32, "kernel": 3}, {"batch_size": 4, "learning_rate": 1e-3}),
+    "k4_L5_f48_b8_lr2e-3": ({"spacing": A_BNC / 4, "sigma": 0.5}, {"layers": 5, "filters": 48, "kernel": 3}, {"batch_size": 8, "learning_rate": 2e-3}),
+    "k4_L5_f32_b8_huber": ({"spacing": A_BNC / 4, "sigma": 0.5}, {"layers": 5, "filters": 32, "kernel": 3}, {"batch_size": 8, "loss": "huber"}),
     "k4_s50_L5_f32_b8": ({"spacing": A_BNC / 4, "sigma": 0.5}, {"layers": 5, "filters": 32, "kernel": 3}, {"batch_size": 8}),
     "k4_s55_L6_f32_b8": ({"spacing": A_BNC / 4, "sigma": 0.55}, {"layers": 6, "filters": 32, "kernel": 3}, {"batch_size": 8}),
     "k5_s45_L6_f32_b8": ({"spacing": A_BNC / 5, "sigma": 0.45}, {"layers": 6, "filters": 32, "kernel": 3}, {"batch_size": 8}),
