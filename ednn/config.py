@@ -5,7 +5,7 @@ Sections (every key optional)::
     out: runs/model          # run folder: checkpoint, logs, model/
     seed: 0
     data:   {train, val, val_fraction, test_fraction, max_structures}
-    grid:   {species, spacing, sigma, cutoff, mode, dim, focus, context, min_vacuum}
+    grid:   {species, spacing, sigma, cutoff, mode, dim, focus, context, min_vacuum, heights}
     model:  {head, layers, filters, kernel, activation, readout, residual}
     train:  {epochs, batch_size, optimizer, learning_rate, ...}
 
@@ -51,6 +51,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None]]] = {
         "focus": (16, (int,), None),
         "context": (None, _OPT_INT, None),
         "min_vacuum": (5.0, _NUM, None),
+        "heights": (0, (int,), (0, 1, 2, 3, 4)),  # height-moment channels (2D): see GridSpec
     },
     "train": {
         "epochs": (60, (int,), None),

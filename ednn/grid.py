@@ -60,6 +60,13 @@ class GridSpec:
     min_vacuum : float
         For ``dim=2`` with a periodic third cell vector: the least vacuum
         (Angstrom) between periodic images along z.
+    heights : int
+        ``dim=2`` only: number of height moments added as channels. With
+        ``heights=k`` the image has, after the density channels, ``k`` more
+        blocks of the same channels in which each Gaussian is weighted by
+        ``(h / sigma)^j`` (``j = 1..k``), where ``h = z - mean(z)`` is the
+        atom's height above the mean plane of the structure. A flat 2D image
+        cannot see buckling or out-of-plane thermal motion; these channels can.
     """
 
     species: tuple[int, ...] = (5, 6, 7)
@@ -71,6 +78,7 @@ class GridSpec:
     focus: int = 16
     context: int = 8
     min_vacuum: float = 5.0
+    heights: int = 0
 
     def __post_init__(self) -> None:
         sp = self.species
@@ -95,13 +103,23 @@ class GridSpec:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise GridError(f"{name} must be a positive integer number of pixels, got {v!r}")
+        if not isinstance(self.heights, int) or isinstance(self.heights, bool) or not 0 <= self.heights <= 4:
+            raise GridError(f"heights must be an integer 0..4 (height moments as channels), got {self.heights!r}")
+        if self.heights and self.dim != 2:
+            raise GridError("height channels (heights > 0) are for 2D grids only; a 3D grid already resolves z")
         if not math.isfinite(self.min_vacuum) or self.min_vacuum < 0:
             raise GridError(f"min_vacuum must be >= 0 Angstrom, got {self.min_vacuum!r}")
 
     # ------------------------------------------------------------------ helpers
     @property
-    def n_channels(self) -> int:
+    def n_density_channels(self) -> int:
+        """Channels of plain density (one per species, or one in mode "z")."""
         return len(self.species) if self.mode == "species" else 1
+
+    @property
+    def n_channels(self) -> int:
+        """All channels: the density channels, then ``heights`` blocks of height-weighted ones."""
+        return self.n_density_channels * (1 + self.heights)
 
     @property
     def symbols(self) -> tuple[str, ...]:

@@ -646,7 +646,7 @@ class EnergyModel:
             y = untile(per, lay)[..., 0]
         if include_reference:
             if self.grid is not None and self.grid.mode == "species":
-                dens = img[..., : self.grid.n_channels].astype(np.float64)
+                dens = img[..., : self.grid.n_density_channels].astype(np.float64)
                 tot = dens.reshape(-1, dens.shape[-1]).sum(0)
                 cnt = self.counts(atoms)
                 with np.errstate(invalid="ignore", divide="ignore"):

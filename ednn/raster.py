@@ -75,10 +75,15 @@ class Prepared:
     lut_channel: np.ndarray
     lut_weight: np.ndarray
     shape: tuple[int, ...]
+    z_ref: float = 0.0
 
     @property
     def dim(self) -> int:
         return len(self.shape)
+
+    def height(self, sl: slice = slice(None)) -> np.ndarray:
+        """Height of atoms ``sl`` above the structure's mean plane (Angstrom)."""
+        return self.positions[sl, 2] - self.z_ref
 
     @property
     def n_atoms(self) -> int:
@@ -212,7 +217,7 @@ def prepare(atoms: Any, spec: GridSpec) -> Prepared:
     for i, z in enumerate(spec.species):
         lut_channel[z] = i if spec.mode == "species" else 0
     lut_weight = np.ones(len(lut_channel)) if spec.mode == "species" else np.arange(len(lut_channel), dtype=np.float64)
-    zmin, zmax = np.inf, -np.inf
+    zmin, zmax, zsum = np.inf, -np.inf, 0.0
     for c0 in range(0, len(num), _VALIDATE_CHUNK):  # O(chunk) memory, however large the structure
         sl = slice(c0, c0 + _VALIDATE_CHUNK)
         bad = np.flatnonzero(~np.all(np.isfinite(pos[sl]), axis=1))
@@ -233,10 +238,12 @@ def prepare(atoms: Any, spec: GridSpec) -> Prepared:
                 "remove them or use a grid/model whose species include them"
             )
         zmin, zmax = min(zmin, pos[sl, 2].min()), max(zmax, pos[sl, 2].max())
+        zsum += float(pos[sl, 2].sum())
     lat = _check_lattice(cell, pbc, float(zmax - zmin), spec)
     shape = spec.pixels_along(np.linalg.norm(lat, axis=1))
     return Prepared(
-        lattice=lat, positions=pos, numbers=num, lut_channel=lut_channel, lut_weight=lut_weight, shape=shape
+        lattice=lat, positions=pos, numbers=num, lut_channel=lut_channel, lut_weight=lut_weight, shape=shape,
+        z_ref=zsum / len(num),
     )
 
 
@@ -305,6 +312,7 @@ def rasterize_strips(
     rest = tuple(shape[1:])
     n_rest = int(np.prod(rest)) if rest else 1
     C = spec.n_channels
+    C0, K = spec.n_density_channels, spec.heights
     if rows_per_strip is None:
         rows_per_strip = max(1, (1 << 22) // max(1, n_rest * C))
     if rows_per_strip < 1:
@@ -347,6 +355,7 @@ def rasterize_strips(
                 continue
             sel = sel[np.argsort(row[sel], kind="stable")]  # sorted by row: each sub-chunk touches a band
             ch_all, w_all = p.channel(sl), p.weight(sl)
+            h_all = p.height(sl) / spec.sigma if K else None
             for c0 in range(0, len(sel), chunk):
                 idx = sel[c0 : c0 + chunk]
                 phi = scaled[idx] - base[idx]  # (M, d) in [0, 1)
@@ -370,6 +379,13 @@ def rasterize_strips(
                 lo_flat = int(flat.min())
                 band = np.bincount(flat - lo_flat, weights=vals)
                 acc[lo_flat : lo_flat + band.size] += band
+                if K:  # height-weighted copies of the density channels
+                    hz = h_all[idx[ai]]
+                    hk = np.ones_like(hz)
+                    for k in range(1, K + 1):
+                        hk = hk * hz
+                        band = np.bincount(flat + k * C0 - lo_flat, weights=vals * hk)
+                        acc[lo_flat : lo_flat + band.size] += band
         yield r0, acc.reshape((h,) + rest + (C,)).astype(dtype, copy=False)
 
 
@@ -451,5 +467,15 @@ def rasterize_tf(atoms: Any, spec: GridSpec, positions: Any = None, dtype: Any =
     flat = tf.reduce_sum(m * tf.constant(strides, tf.int64), axis=-1)
     C = spec.n_channels
     flat = flat * C + tf.constant(p.channel(), tf.int64)[:, None]
+    if spec.heights:
+        z = pos[:, 2]
+        hz = (z - tf.reduce_mean(z)) / spec.sigma  # differentiable: forces get their z components
+        hk = tf.ones_like(hz)
+        all_vals, all_flat = [vals], [flat]
+        for k in range(1, spec.heights + 1):
+            hk = hk * hz
+            all_vals.append(vals * hk[:, None])
+            all_flat.append(flat + k * spec.n_density_channels)
+        vals, flat = tf.concat(all_vals, axis=0), tf.concat(all_flat, axis=0)
     img = tf.math.unsorted_segment_sum(tf.reshape(vals, [-1]), tf.reshape(flat, [-1]), int(np.prod(p.shape)) * C)
     return tf.reshape(img, list(p.shape) + [C])

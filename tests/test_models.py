@@ -175,3 +175,29 @@ def test_dense_head_requires_commensurate_images():
     bad.set_cell(bad.cell * [[1.2], [1.0], [1.0]], scale_atoms=True)  # 22 x 12 px
     with pytest.raises(GridError, match="multiples of focus"):
         dense.predict_energy(bad)
+
+
+def test_height_channels_model_physics():
+    g = GridSpec(species=(5, 6, 7), spacing=SPACING, sigma=0.4, cutoff=4.0, focus=6, context=2, heights=1)
+    m = EnergyModel.create(dict(SMALL, activation="tanh"), g, seed=3)
+    m.scale, m.refs = 0.37, np.zeros(3)
+    assert m.in_channels == 6
+    at = _sheet(make_random_bcn(seed=6, reps=(2, 2)))
+    e1 = m.predict_energy(at)
+    assert m.predict_energy(at.repeat((3, 3, 1))) == pytest.approx(9 * e1, rel=1e-5)
+    up = at.copy()
+    up.positions[:, 2] += 0.9
+    assert m.predict_energy(up) == pytest.approx(e1, rel=1e-6)
+    flat = at.copy()
+    flat.positions[:, 2] = flat.positions[:, 2].mean()
+    assert abs(m.predict_energy(flat) - e1) > 1e-4  # the model sees buckling
+    at.calc = m.calculator()
+    f = at.get_forces()
+    assert np.abs(f[:, 2]).max() > 1e-4
+    h = 1e-3
+    for i in (0, 4):
+        p, q = at.copy(), at.copy()
+        p.positions[i, 2] += h
+        q.positions[i, 2] -= h
+        fd = -(m.predict_energy(p) - m.predict_energy(q)) / (2 * h)
+        assert f[i, 2] == pytest.approx(fd, abs=2e-3 * max(1.0, abs(fd)))

@@ -310,3 +310,65 @@ def test_chunked_passes_equal_single_pass(bcn, monkeypatch):
     monkeypatch.setattr(R, "_CHUNK_ENTRIES", 500)
     got = np.concatenate([s for _, s in rasterize_strips(big, spec, rows_per_strip=5, dtype=np.float64)])
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------- height channels
+def test_height_channels_integrals_and_invariances(bcn):
+    spec = spec2d(heights=2)
+    assert spec.n_channels == 9 and spec.n_density_channels == 3
+    img = rasterize(bcn, spec, dtype=np.float64)
+    vol = pixel_volume(bcn, spec)
+    h = (bcn.positions[:, 2] - bcn.positions[:, 2].mean()) / spec.sigma
+    for c, z in enumerate((5, 6, 7)):
+        sel = bcn.numbers == z
+        np.testing.assert_allclose(img[..., c].sum() * vol, sel.sum(), rtol=1e-4)
+        np.testing.assert_allclose(img[..., 3 + c].sum() * vol, h[sel].sum(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(img[..., 6 + c].sum() * vol, (h[sel] ** 2).sum(), rtol=1e-4, atol=1e-4)
+    # density channels are the plain image; moving the sheet along z changes nothing
+    np.testing.assert_allclose(img[..., :3], rasterize(bcn, spec2d(), dtype=np.float64), atol=1e-12)
+    up = bcn.copy()
+    up.positions[:, 2] += 3.7
+    np.testing.assert_allclose(rasterize(up, spec, dtype=np.float64), img, atol=1e-9)
+    # supercells stay exact: the mean plane is the same
+    sup = rasterize(bcn.repeat((2, 3, 1)), spec, dtype=np.float64)
+    np.testing.assert_allclose(sup, np.tile(img, (2, 3, 1)), atol=1e-9)
+    # a flat sheet has empty height channels
+    flat = bcn.copy()
+    flat.positions[:, 2] = 1.0
+    assert np.abs(rasterize(flat, spec, dtype=np.float64)[..., 3:]).max() < 1e-12
+
+
+def test_height_channels_tf_and_gradient():
+    import tensorflow as tf
+
+    at = make_random_bcn(seed=4, reps=(2, 2))
+    spec = spec2d(heights=1)
+    ref = rasterize(at, spec, dtype=np.float64)
+    np.testing.assert_allclose(rasterize_tf(at, spec, dtype=tf.float64).numpy(), ref, atol=1e-10)
+    weights = np.random.default_rng(1).normal(size=ref.shape)
+    pos = tf.Variable(at.positions, dtype=tf.float64)
+    with tf.GradientTape() as tape:
+        val = tf.reduce_sum(rasterize_tf(at, spec, positions=pos, dtype=tf.float64) * weights)
+    grad = tape.gradient(val, pos).numpy()
+
+    def f(p):
+        a2 = at.copy()
+        a2.positions = p
+        return float((rasterize(a2, spec, dtype=np.float64) * weights).sum())
+
+    h = 1e-5
+    for i, k in [(0, 2), (3, 2), (5, 0), (7, 1)]:
+        p = at.positions.copy()
+        p[i, k] += h
+        fp = f(p)
+        p[i, k] -= 2 * h
+        assert grad[i, k] == pytest.approx((fp - f(p)) / (2 * h), rel=1e-5, abs=1e-7)
+    assert np.abs(grad[:, 2]).max() > 0.1  # heights make the image depend on z
+    assert abs(grad[:, 2].sum()) < 1e-8  # ... but not on a rigid shift along z
+
+
+def test_height_channels_only_in_2d():
+    with pytest.raises(GridError, match="2D grids only"):
+        GridSpec(species=BCN, dim=3, heights=1)
+    with pytest.raises(GridError, match="heights must be"):
+        GridSpec(species=BCN, heights=-1)
