@@ -33,7 +33,7 @@ lint: venv
 	$(BIN)/ruff check ednn data_gen tests experiments
 
 test: venv horovod lint
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow" --durations=10 tests
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow tests
