@@ -127,6 +127,45 @@ def flatten_floor() -> dict[str, Any]:
     return out
 
 
+def flatten_check(names: list[str]) -> dict[str, Any]:
+    """Does each trained model see the flattening?  Predicted vs Tersoff E(flat) - E(structure).
+
+    A heights=0 model gives exactly the same energy for a structure and its
+    flattened copy (same image); a model with height channels should predict
+    the energy change that the z-flattening causes.
+    """
+    from ase import Atoms
+
+    import ednn
+
+    structures, energies, test_idx, _ = load(0)
+    with open(os.path.join(RUNS, "flatten.json")) as fh:
+        true_d = np.asarray(json.load(fh)["delta_mev"])
+    orig, flat = [], []
+    for i in test_idx:
+        st = structures[i]
+        a = st.copy() if isinstance(st, Atoms) else Atoms(numbers=st[1], positions=st[0], cell=st[2], pbc=st[3])
+        orig.append(a)
+        b = a.copy()
+        pos = b.get_positions()
+        pos[:, 2] = pos[:, 2].mean()
+        b.set_positions(pos)
+        flat.append(b)
+    n = np.array([len(a) for a in orig])
+    out: dict[str, Any] = {}
+    for name in names:
+        p = os.path.join(RUNS, name, "model")
+        if not os.path.exists(p):
+            continue
+        m = ednn.load(p)
+        pd = 1000 * (m.predict_energies(flat, batch_size=8) - m.predict_energies(orig, batch_size=8)) / n
+        out[name] = {"pred_flatten_delta_mean_abs_mev": float(np.mean(np.abs(pd))),
+                     "corr_pred_vs_true_flatten_delta": float(np.corrcoef(pd, true_d)[0, 1]) if np.std(pd) > 0 else 0.0,
+                     "mae_pred_vs_true_flatten_delta_mev": float(np.mean(np.abs(pd - true_d)))}
+    _atomic_json(out, os.path.join(RUNS, "flatten_check.json"))
+    return out
+
+
 def collect(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {"experiment": "choose_heights", "n_train_val": args.n, "minutes_each": args.minutes,
                            "note": "equal wall-clock budget per setting, all settings run concurrently (niced) "
@@ -138,6 +177,11 @@ def collect(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
         with open(p) as fh:
             fl = json.load(fh)
         res["z_flatten_floor"] = {k: v for k, v in fl.items() if k != "delta_mev"}
+    p = os.path.join(RUNS, "flatten_check.json")
+    fc = {}
+    if os.path.exists(p):
+        with open(p) as fh:
+            fc = json.load(fh)
     for name in names:
         p = os.path.join(RUNS, f"{name}.json")
         if not os.path.exists(p):
@@ -150,6 +194,8 @@ def collect(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
             r["corr_abs_err_vs_abs_flatten_delta"] = float(np.corrcoef(e, dl)[0, 1])
             r["test_mae_over_flatten_floor"] = r["test_mae_mev"] / fl["mean_abs_mev"]
         r.pop("test_err_mev", None)
+        if name in fc:
+            r["flatten_check"] = fc[name]
         res["settings"][name] = r
     done = {k: v for k, v in res["settings"].items() if "test_mae_mev" in v}
     if done:
@@ -166,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--one", default=None, help="(internal) run a single setting")
     ap.add_argument("--flatten", action="store_true", help="(internal) compute the z-flattening floor")
     ap.add_argument("--collect", action="store_true", help="only merge the part files into the result JSON")
+    ap.add_argument("--no-flatten-check", dest="flatten_check", action="store_false",
+                    help="skip predicting the flattened test structures with the trained models")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, ROOT)
@@ -191,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                                       stdout=open(os.path.join(RUNS, "flatten.log"), "w"), stderr=subprocess.STDOUT))
         for p in procs:
             p.wait()
+    if args.flatten_check and os.path.exists(os.path.join(RUNS, "flatten.json")):
+        print(json.dumps(flatten_check(args.settings)), file=sys.stderr, flush=True)
     res = collect(args.settings, args)
     fl = res.get("z_flatten_floor", {})
     print(json.dumps({"floor": fl.get("mean_abs_mev"), **{k: v.get("test_mae_mev") for k, v in res["settings"].items()}}))
