@@ -127,7 +127,7 @@ def flatten_floor() -> dict[str, Any]:
     return out
 
 
-def flatten_check(names: list[str]) -> dict[str, Any]:
+def flatten_check(names: list[str], paths: dict[str, str] | None = None, save: bool = True) -> dict[str, Any]:
     """Does each trained model see the flattening?  Predicted vs Tersoff E(flat) - E(structure).
 
     A heights=0 model gives exactly the same energy for a structure and its
@@ -153,16 +153,18 @@ def flatten_check(names: list[str]) -> dict[str, Any]:
         flat.append(b)
     n = np.array([len(a) for a in orig])
     out: dict[str, Any] = {}
-    for name in names:
-        p = os.path.join(RUNS, name, "model")
+    paths = paths or {name: os.path.join(RUNS, name, "model") for name in names}
+    for name, p in paths.items():
         if not os.path.exists(p):
             continue
         m = ednn.load(p)
         pd = 1000 * (m.predict_energies(flat, batch_size=8) - m.predict_energies(orig, batch_size=8)) / n
         out[name] = {"pred_flatten_delta_mean_abs_mev": float(np.mean(np.abs(pd))),
                      "corr_pred_vs_true_flatten_delta": float(np.corrcoef(pd, true_d)[0, 1]) if np.std(pd) > 0 else 0.0,
-                     "mae_pred_vs_true_flatten_delta_mev": float(np.mean(np.abs(pd - true_d)))}
-    _atomic_json(out, os.path.join(RUNS, "flatten_check.json"))
+                     "mae_pred_vs_true_flatten_delta_mev": float(np.mean(np.abs(pd - true_d))),
+                     "model": os.path.relpath(p, ROOT)}
+    if save:
+        _atomic_json(out, os.path.join(RUNS, "flatten_check.json"))
     return out
 
 
@@ -214,9 +216,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--collect", action="store_true", help="only merge the part files into the result JSON")
     ap.add_argument("--no-flatten-check", dest="flatten_check", action="store_false",
                     help="skip predicting the flattened test structures with the trained models")
+    ap.add_argument("--check-models", nargs="*", default=None, metavar="NAME=PATH",
+                    help="run only the flatten check on these trained models (e.g. the long runs) and add it "
+                         "to the result JSON under 'other_models_flatten_check'")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, ROOT)
+    if args.check_models:
+        r = flatten_check([], dict(x.split("=", 1) for x in args.check_models), save=False)
+        with open(RESULT) as fh:
+            res = json.load(fh)
+        res.setdefault("other_models_flatten_check", {}).update(r)
+        _atomic_json(res, RESULT)
+        print(json.dumps(r), file=sys.stderr)
+        return 0
     if args.one:
         r = run_setting(args.one, args.n, args.minutes)
         print(f"[choose_heights] {args.one}: test MAE {r['test_mae_mev']:.2f} meV/atom, best val "
