@@ -10,7 +10,7 @@ export LD_LIBRARY_PATH := $(abspath $(VENV))/lib:$(LD_LIBRARY_PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv demo test test-slow lint horovod data data-ising bench-raster clean help
+.PHONY: venv demo test test-slow lint horovod data data-ising bench-raster bench-predict ising long-train clean help
 
 help:
 	@echo "make demo    - set up .venv, build the Tersoff dataset, train, evaluate, write report (runs/demo)"
@@ -49,6 +49,15 @@ demo: venv
 
 bench-raster: venv
 	$(BIN)/python experiments/bench_raster.py
+
+bench-predict: venv
+	$(BIN)/python experiments/bench_predict.py --config experiments/long_train.yaml
+
+ising: venv
+	$(BIN)/python experiments/ising_transfer.py
+
+long-train: venv data
+	nice -n 10 $(BIN)/python experiments/long_train.py --config experiments/long_train_heights.yaml --minutes 90
 
 clean:
 	rm -rf runs/ .pytest_cache build *.egg-info
