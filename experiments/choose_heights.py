@@ -20,6 +20,14 @@ Usage::
 
 Writes ``experiments/results/choose_heights.json`` (per-setting part files in
 ``runs/choose_heights/``).
+
+Results (800 structures, 9 min each, 3 concurrent on a shared 2-core machine,
+15 epochs): test MAE h0 30.9, h1 28.5, h2 30.9 meV/atom; z-flatten floor of the
+test split 20.2 meV/atom (median 15.7). Flatten check: h0 is blind (predicted
+change 0), h1 predicts the change with r = 0.74 (MAE 9.3), h2 r = 0.56 (12.3).
+The 55-min heights=1 long run (experiments/long_train_heights.yaml) reached
+test 11.15 / transfer 19.19 meV/atom vs 17.91 / 23.70 for the 65-min heights=0
+run, and predicts the flattening change with r = 0.88 (MAE 5.5).
 """
 
 from __future__ import annotations
