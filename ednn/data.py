@@ -732,6 +732,22 @@ class _Base:
     _n: int
     _meta: dict
 
+    def _open(self, path: str | os.PathLike, kind: str, other: str) -> int:
+        """Open the file, check its root attributes and kind; return the record count."""
+        self.path = Path(path)
+        self._f = None
+        self._f = _open_h5(self.path)
+        try:
+            root = _check_root(self._f, self.path)
+            if root["kind"] != kind:
+                raise DatasetError(f"{self.path} is an {root['kind']!r} dataset; open it with {other}")
+        except BaseException:
+            self.close()
+            raise
+        self._meta = root["metadata"]
+        self._n = root["n_records"]
+        return self._n
+
     def __len__(self) -> int:
         return self._n
 
@@ -797,15 +813,8 @@ class Dataset(_Base):
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._f = None
-        self._f = _open_h5(self.path)
+        n = self._open(path, "atoms", "ImageDataset")
         try:
-            root = _check_root(self._f, self.path)
-            if root["kind"] != "atoms":
-                raise DatasetError(f"{self.path} is an {root['kind']!r} dataset; open it with ImageDataset")
-            self._meta = root["metadata"]
-            n = self._n = root["n_records"]
             off = self._need("offsets", (n + 1,), "per-record atom offsets")[:]
             if off[0] != 0 or np.any(np.diff(off) <= 0):
                 raise DatasetError(f"{self.path}: 'offsets' must start at 0 and increase; regenerate the file")
@@ -967,15 +976,8 @@ class ImageDataset(_Base):
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._f = None
-        self._f = _open_h5(self.path)
+        n = self._open(path, "image", "Dataset")
         try:
-            root = _check_root(self._f, self.path)
-            if root["kind"] != "image":
-                raise DatasetError(f"{self.path} is an {root['kind']!r} dataset; open it with Dataset")
-            self._meta = root["metadata"]
-            n = self._n = root["n_records"]
             d = self._f["images"] if "images" in self._f else self._need("images", (n,), "images")
             self._need("images", (n,) + (None,) * (d.ndim - 1), "images")
             if d.ndim not in (3, 4):
