@@ -21,11 +21,12 @@ def _plt():
     return plt
 
 
-def save_fig(fig, path: str) -> str:
+def save_fig(fig, path: str | os.PathLike, dpi: int = 120) -> str:
     """Save a figure atomically (tmp + rename) and close it."""
+    path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     os.replace(tmp, path)
     _plt().close(fig)
     return path

@@ -123,6 +123,8 @@ def main() -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ednn.plots import save_fig
+
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     names = list(best)
     vals = [best[k] for k in names]
@@ -138,9 +140,7 @@ def main() -> int:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     ppath = RESULTS / f"{a.tag}.png"
-    tmpp = ppath.with_name(ppath.stem + ".tmp.png")
-    fig.savefig(tmpp, dpi=120)
-    os.replace(tmpp, ppath)
+    save_fig(fig, ppath)
     print(json.dumps({"best_samples_per_s": best, "median_samples_per_cpu_s": per_cpu,
                       "cpu_efficiency": per_cpu[f"horovod-{n}"] / per_cpu["serial-1t"],
                       "scaling_efficiency_per_core": eff_core,

@@ -180,6 +180,8 @@ def plot(res: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ednn.plots import save_fig
+
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     lat = res["latency_60_atoms"]
     names = ["predict_energy", "calculator_energy", "calculator_energy_forces"]
@@ -206,10 +208,7 @@ def plot(res: dict, path: str) -> None:
     ax[1].set_title(f"{big['atoms']} atoms: {big['atoms_per_second']:.0f} atoms/s, "
                     f"peak +{big['peak_growth_mib']:.0f} MiB", fontsize=9)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_fig(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -174,6 +174,8 @@ def plot(res: dict, exact: np.ndarray, pred: np.ndarray, temps: np.ndarray, rel:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ednn.plots import save_fig
+
     N = res["test_size"] ** 2
     fig, ax = plt.subplots(1, 2, figsize=(10, 4.2))
     sc = ax[0].scatter(exact / N, pred / N, c=temps, s=12, cmap="coolwarm")
@@ -194,10 +196,7 @@ def plot(res: dict, exact: np.ndarray, pred: np.ndarray, temps: np.ndarray, rel:
     ax[1].set_title(f"median {100 * res['median_rel_err']:.3f}%, p90 {100 * res['p90_rel_err']:.3f}%")
     ax[1].legend(fontsize=7)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_fig(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

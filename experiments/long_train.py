@@ -248,6 +248,8 @@ def plot(res: dict[str, Any], parity: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ednn.plots import save_fig
+
     fig, ax = plt.subplots(1, 1 + len(parity), figsize=(4.6 * (1 + len(parity)), 4))
     lc = res["learning_curve"]
     if lc:
@@ -276,10 +278,7 @@ def plot(res: dict[str, Any], parity: dict, path: str) -> None:
                     f"spread {d['label_spread_mev']:.1f}\n{d['n']} cells, {d['atoms_min']}-{d['atoms_max']} atoms",
                     fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_fig(fig, path, dpi=100)
 
 
 def build_fallback_data(folder: str, n_train: int, n_transfer: int) -> tuple[str, str]:
