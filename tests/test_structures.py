@@ -145,3 +145,44 @@ def test_generate_bad_input():
         list(st.generate("diamond", 1))
     with pytest.raises(ConfigError, match="calculator"):
         list(st.generate("graphene", 1, md_fraction=0.5))
+
+
+def test_bilayer_stacking_registry_and_errors():
+    g = st.graphene(3, 3)
+    def above(at):
+        """Per top atom: is a bottom atom directly below it (in-plane distance ~0, periodic)?"""
+        lay = at.get_array("layer")
+        bot, top = at[lay == 0], at[lay == 1]
+        flat = bot.copy()
+        out = []
+        for p in top.positions:
+            probe = flat.copy()
+            probe.append("C")
+            probe.positions[-1] = [p[0], p[1], flat.positions[0, 2]]
+            d = probe.get_distances(len(probe) - 1, range(len(flat)), mic=True)
+            out.append(d.min() < 1e-6)
+        return np.array(out)
+
+    aa = st.bilayer(g, stacking="AA", distance=3.5)
+    ab = st.bilayer(g, stacking="AB")
+    assert above(aa).all()  # AA: every top atom above a bottom atom
+    assert above(ab).sum() == len(g) // 2  # Bernal: half above atoms, half above hexagon centres
+    rect = st.bilayer(st.graphene(2, 2, rectangular=True), stacking="AB")
+    assert above(rect).sum() == 8
+    z = ab.positions[:, 2]
+    lay = ab.get_array("layer")
+    assert z[lay == 1].mean() - z[lay == 0].mean() == pytest.approx(st.D_INTERLAYER, abs=1e-12)
+    assert z.mean() == pytest.approx(ab.cell[2, 2] / 2) and len(ab) == 2 * len(g)
+    hetero = st.bilayer(st.graphene(3, 3, a=st.A_BNC), st.hbn(3, 3, a=st.A_BNC), stacking=(0.3, -0.2))
+    assert hetero.get_chemical_formula() == "C18B9N9"
+    from ase.geometry import find_mic
+
+    diff = hetero.positions[18:] - st.hbn(3, 3, a=st.A_BNC).positions - [0.3, -0.2, 0]
+    diff[:, 2] = 0
+    assert np.abs(find_mic(diff, hetero.cell, pbc=hetero.pbc)[0]).max() < 1e-9  # shifted by (0.3, -0.2) A
+    with pytest.raises(InputError, match="in-plane cells"):
+        st.bilayer(st.graphene(3, 3), st.hbn(3, 3))  # a = 2.492 vs 2.498: give both the same a
+    with pytest.raises(InputError, match="stacking"):
+        st.bilayer(g, stacking="ABC")
+    with pytest.raises(InputError, match="unphysical"):
+        st.bilayer(g, distance=0.5)
