@@ -136,6 +136,42 @@ def test_forces_match_finite_differences(metric):
         assert f[i, k] == pytest.approx(fd, abs=2e-3 * max(1.0, abs(fd)))
 
 
+def test_compiled_forces_equal_eager_and_follow_cell_changes():
+    import tensorflow as tf
+
+    m = _model(activation="tanh")
+    at = _sheet(make_random_bcn(seed=3, reps=(2, 2)))
+    calc = m.calculator()
+    at.calc = calc
+    rng = np.random.default_rng(0)
+
+    def eager(a):
+        pos = tf.Variable(a.get_positions().astype(np.float32))
+        with tf.GradientTape() as tape:
+            e = m.energy_tf(a, pos)
+        return -tape.gradient(e, pos).numpy()
+
+    for step in range(4):  # first call eager, then compiled and reused (MD at fixed cell)
+        at.positions[:, :2] += rng.normal(scale=0.02, size=(len(at), 2))
+        f = at.get_forces()
+        np.testing.assert_allclose(f, eager(at), atol=1e-4 * max(1.0, np.abs(f).max()))
+        assert at.get_potential_energy() == pytest.approx(m.predict_energy(at), rel=1e-12)
+    assert len(calc._compiled) == 1
+    # a strained cell is a new structure for the cache: forces still match finite differences
+    at.set_cell(np.array(at.cell) * [[1.01], [1.01], [1.0]], scale_atoms=True)
+    for _ in range(2):  # eager, then compiled (ASE caches results of unchanged atoms: move them)
+        at.positions[:, :2] += rng.normal(scale=0.01, size=(len(at), 2))
+        f = at.get_forces()
+    assert len(calc._compiled) == 2
+    h = 1e-3
+    for i, k in [(1, 0), (4, 1)]:
+        p, q = at.copy(), at.copy()
+        p.positions[i, k] += h
+        q.positions[i, k] -= h
+        fd = -(m.predict_energy(p) - m.predict_energy(q)) / (2 * h)
+        assert f[i, k] == pytest.approx(fd, abs=2e-3 * max(1.0, abs(fd)))
+
+
 def test_reference_fit_recovers_exact_linear_energies():
     rng = np.random.default_rng(0)
     counts = rng.integers(0, 20, size=(30, 3)).astype(float) + 1
