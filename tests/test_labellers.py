@@ -144,21 +144,25 @@ def test_stone_wales_and_vacancy_formation(lab):
     assert np.abs(got["forces"] - ref.get_forces()).max() < 1e-8
 
 
-def test_forces_stress_match_finite_differences_and_rotation(lab):
-    at = st.rattle(st.bcn_alloy(3, 3, (0.3, 0.4, 0.3), rng=1), 0.05, rng=2)
-    at.calc = lab.calculator()
-    f = at.get_forces()
-    s = at.get_stress()
+def _assert_forces_match_fd(at, f, components, h=1e-5, tol=1e-5):
+    """Central finite differences of ``at``'s calculator energy against forces ``f`` at (atom, axis)."""
     x0 = at.positions.copy()
-    h = 1e-5
-    for i, k in [(0, 0), (3, 1), (7, 2)]:
+    for i, k in components:
         at.positions = x0.copy()
         at.positions[i, k] += h
         ep = at.get_potential_energy()
         at.positions[i, k] -= 2 * h
         em = at.get_potential_energy()
-        assert f[i, k] == pytest.approx(-(ep - em) / (2 * h), abs=1e-5)
+        assert f[i, k] == pytest.approx(-(ep - em) / (2 * h), abs=tol)
     at.positions = x0
+
+
+def test_forces_stress_match_finite_differences_and_rotation(lab):
+    at = st.rattle(st.bcn_alloy(3, 3, (0.3, 0.4, 0.3), rng=1), 0.05, rng=2)
+    at.calc = lab.calculator()
+    f = at.get_forces()
+    s = at.get_stress()
+    _assert_forces_match_fd(at, f, [(0, 0), (3, 1), (7, 2)])
     # stress: d E / d eps_xx / volume
     e1 = lab.label(st.strain(at, 1e-6, 0, 0))["energy"]
     e2 = lab.label(st.strain(at, -1e-6, 0, 0))["energy"]
@@ -340,15 +344,7 @@ def test_bilayer_forces_match_finite_differences():
     at.calc = ilp.calculator()
     f = at.get_forces()
     assert np.abs(f.sum(axis=0)).max() < 1e-8  # Newton's third law across the layers
-    x0 = at.positions.copy()
-    h = 1e-5
-    for i, k in [(0, 2), (len(at) - 1, 0), (len(at) // 2, 2)]:
-        at.positions = x0.copy()
-        at.positions[i, k] += h
-        ep = at.get_potential_energy()
-        at.positions[i, k] -= 2 * h
-        em = at.get_potential_energy()
-        assert f[i, k] == pytest.approx(-(ep - em) / (2 * h), abs=1e-5)
+    _assert_forces_match_fd(at, f, [(0, 2), (len(at) - 1, 0), (len(at) // 2, 2)])
 
 
 def test_layer_ids_periodic_and_bulk():

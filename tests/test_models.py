@@ -119,6 +119,16 @@ def test_energy_map_sums_to_energy_with_references():
     assert m.energy_map(at).sum() == pytest.approx(m.predict_energy(at), rel=1e-5)
 
 
+def _assert_forces_match_fd(m, at, f, components, h=1e-3):
+    """Central finite differences of ``m.predict_energy`` against forces ``f`` at (atom, axis)."""
+    for i, k in components:
+        p, q = at.copy(), at.copy()
+        p.positions[i, k] += h
+        q.positions[i, k] -= h
+        fd = -(m.predict_energy(p) - m.predict_energy(q)) / (2 * h)
+        assert f[i, k] == pytest.approx(fd, abs=2e-3 * max(1.0, abs(fd)))
+
+
 @pytest.mark.parametrize("metric", [False, True])
 def test_forces_match_finite_differences(metric):
     m = _model(activation="tanh", metric_channels=metric)
@@ -127,13 +137,7 @@ def test_forces_match_finite_differences(metric):
     at.calc = calc
     f = at.get_forces()
     assert np.abs(f).max() > 1e-3
-    h = 1e-3
-    for i, k in [(0, 0), (3, 1), (5, 2)]:
-        p, q = at.copy(), at.copy()
-        p.positions[i, k] += h
-        q.positions[i, k] -= h
-        fd = -(m.predict_energy(p) - m.predict_energy(q)) / (2 * h)
-        assert f[i, k] == pytest.approx(fd, abs=2e-3 * max(1.0, abs(fd)))
+    _assert_forces_match_fd(m, at, f, [(0, 0), (3, 1), (5, 2)])
 
 
 def test_compiled_forces_equal_eager_and_follow_cell_changes():
@@ -151,7 +155,7 @@ def test_compiled_forces_equal_eager_and_follow_cell_changes():
             e = m.energy_tf(a, pos)
         return -tape.gradient(e, pos).numpy()
 
-    for step in range(4):  # first call eager, then compiled and reused (MD at fixed cell)
+    for _ in range(4):  # first call eager, then compiled and reused (MD at fixed cell)
         at.positions[:, :2] += rng.normal(scale=0.02, size=(len(at), 2))
         f = at.get_forces()
         np.testing.assert_allclose(f, eager(at), atol=1e-4 * max(1.0, np.abs(f).max()))
@@ -163,13 +167,7 @@ def test_compiled_forces_equal_eager_and_follow_cell_changes():
         at.positions[:, :2] += rng.normal(scale=0.01, size=(len(at), 2))
         f = at.get_forces()
     assert len(calc._compiled) == 2
-    h = 1e-3
-    for i, k in [(1, 0), (4, 1)]:
-        p, q = at.copy(), at.copy()
-        p.positions[i, k] += h
-        q.positions[i, k] -= h
-        fd = -(m.predict_energy(p) - m.predict_energy(q)) / (2 * h)
-        assert f[i, k] == pytest.approx(fd, abs=2e-3 * max(1.0, abs(fd)))
+    _assert_forces_match_fd(m, at, f, [(1, 0), (4, 1)])
 
 
 def test_reference_fit_recovers_exact_linear_energies():
