@@ -51,7 +51,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None]]] = {
         "focus": (16, (int,), None),
         "context": (None, _OPT_INT, None),
         "min_vacuum": (5.0, _NUM, None),
-        "heights": (0, (int,), (0, 1, 2, 3, 4)),  # height-moment channels (2D): see GridSpec
+        # height-moment channels (see GridSpec); None: 1 for 2D grids (sheets move out of plane), 0 for 3D
+        "heights": (None, _OPT_INT, (None, 0, 1, 2, 3, 4)),
     },
     "train": {
         "epochs": (60, (int,), None),

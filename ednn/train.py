@@ -682,6 +682,8 @@ def make_grid(cfg: dict[str, Any], structures: Sequence[Any], model_cfg: dict[st
         ctx = max(r, 1)
     if ctx < r:
         raise ConfigError(f"grid.context={ctx} is smaller than the model's receptive radius {r} (layers * (kernel // 2))")
+    if g.get("heights") is None:  # one height channel block for sheets; a 3D grid resolves z itself
+        g["heights"] = 1 if g.get("dim", 2) == 2 else 0
     return GridSpec(species=tuple(sp), context=ctx, **g)
 
 

@@ -52,7 +52,8 @@ toy_structures = _ns["toy_structures"]
 
 SMALL_CFG = {
     "seed": 3,
-    "grid": {"spacing": 2.46 / 5, "sigma": 0.45},
+    # the toy sheets are flat, so height channels would be identically zero: leave them out
+    "grid": {"spacing": 2.46 / 5, "sigma": 0.45, "heights": 0},
     "model": {"layers": 3, "filters": 16, "kernel": 3, "readout": [16]},
     "data": {"val_fraction": 0.25},
     "train": {"epochs": 40, "batch_size": 6, "learning_rate": 5e-3, "progress": False},
@@ -78,6 +79,20 @@ def test_config_defaults_and_errors(tmp_path):
     assert c["train"]["epochs"] == 7 and c["grid"]["sigma"] == 0.5
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_grid_heights_default_follows_dimension():
+    from ednn.train import make_grid
+
+    cfg = normalize_config({})
+    structs, _ = toy_structures(2)
+    assert cfg["grid"]["heights"] is None
+    assert make_grid(cfg["grid"], structs, cfg["model"]).heights == 1  # sheets: one height-moment block
+    g3 = make_grid({**cfg["grid"], "dim": 3}, structs, cfg["model"])
+    assert g3.heights == 0 and g3.n_channels == g3.n_density_channels == 3
+    assert make_grid({**cfg["grid"], "heights": 2}, structs, cfg["model"]).n_channels == 9
+    with pytest.raises(ConfigError, match="heights"):
+        normalize_config({"grid": {"heights": 7}})
 
 
 def test_missing_dataset_and_no_energies(tmp_path):
