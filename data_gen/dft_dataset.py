@@ -2,8 +2,10 @@
 
 Needs the optional extra: ``pip install .[dft]`` (on Debian/Ubuntu first
 ``apt-get install -y libxc-dev libopenblas-dev``; build GPAW with ``CC=g++``).
-About 30 s per 60-atom sheet on 2 cores, so the default 200 structures take
-about two hours::
+Measured here (GPAW 26.7.0, one core, niced): 100-117 s per record of 80-108
+atoms, pseudo density stored; a SIGKILL during the second record kept the
+first and the rerun added the other two. The default 200 structures therefore
+take several hours; run it in the background::
 
     nohup python -m data_gen.dft_dataset --out data/dft.h5 --n 200 > data/dft.log 2>&1 &
 
