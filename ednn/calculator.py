@@ -1,9 +1,9 @@
 """ASE calculator of a trained EDNN model.
 
 Energy from the model; forces ``-dE/dpositions`` by automatic differentiation
-through the TensorFlow rasterizer (:func:`ednn.raster.rasterize_tf`), compiled
-with ``tf.function`` once per cell and species list (an MD run or a relaxation
-at fixed cell traces once and then reuses the graph); per-pixel
+through the TensorFlow rasterizer (:func:`ednn.raster.rasterize_tf_core`),
+compiled with ``tf.function`` once per model (density head: every structure
+reuses the graph) or once per cell (dense head); per-pixel
 energies (``calc.results["energy_map"]``) and per-tile energies
 (``calc.results["tile_energies"]``) as extras.
 """
@@ -15,7 +15,44 @@ from typing import Any
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-__all__ = ["EDNNCalculator"]
+__all__ = ["EDNNCalculator", "generic_gradient_function"]
+
+_VARIABLE = {"offsets": 2, "offsets_cart": 2, "weights": 1, "channels": 1}  # leading axis: any size
+
+
+def generic_gradient_function(model, inputs: dict[str, Any]):
+    """The model's compiled ``(positions, inputs) -> (energy, dE/dpositions)`` (density head).
+
+    Built once per model (kept on it) with an input signature in which the
+    number of atoms, the stencil size and the image size are free, so it is
+    traced once and serves every structure. ``inputs`` (from
+    :meth:`EnergyModel.energy_tf_inputs`) fixes the keys and dtypes.
+    """
+    import tensorflow as tf
+
+    fn = getattr(model, "_generic_gradient_fn", None)
+    if fn is not None:
+        return fn
+    spec = {}
+    for k, v in inputs.items():
+        v = np.asarray(v)
+        if k in _VARIABLE:
+            shape = [None] + list(v.shape[1:])
+        elif k.startswith("pad"):
+            shape = [None]
+        else:
+            shape = list(v.shape)
+        spec[k] = tf.TensorSpec(shape, tf.as_dtype(v.dtype), name=k)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32), spec])
+    def fn(pos, inp):
+        with tf.GradientTape() as tape:
+            tape.watch(pos)
+            e = model.energy_tf_core(pos, inp)
+        return e, tape.gradient(e, pos)
+
+    model._generic_gradient_fn = fn
+    return fn
 
 
 class EDNNCalculator(Calculator):
@@ -36,7 +73,7 @@ class EDNNCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces"]
 
-    #: compiled force functions kept (one per cell / species list / pbc)
+    #: compiled force functions kept for the dense head (one per cell / species list / pbc)
     max_compiled = 8
 
     def __init__(self, model, maps: bool = False, **kw: Any):
@@ -46,15 +83,26 @@ class EDNNCalculator(Calculator):
         self._compiled: dict[bytes, Any] = {}
         self._seen: dict[bytes, int] = {}
 
-    def _energy_and_gradient(self, atoms):
-        """Function of positions returning (energy, dE/dpositions) for structures like ``atoms``.
+    def gradient(self, atoms) -> np.ndarray:
+        """``dE/dpositions`` (N, 3) of ``atoms`` (eV/Angstrom), through a compiled function.
 
-        Everything but the positions (cell, species, pbc, image shape) is fixed
-        at trace time, so a compiled ``tf.function`` is cached under those. A
-        cell seen for the first time runs eagerly (tracing costs about a second,
-        which a variable-cell relaxation would pay at every step); the second
-        time it is compiled.
+        Density head (the default): one ``tf.function`` per model whose inputs
+        (positions, stencil, species, image size) may have any size, traced on
+        the first call and reused for every structure. Dense head (fixed tile
+        layout): one compiled function per cell, species list and pbc; a cell
+        seen for the first time runs eagerly, because tracing costs about a
+        second, which a variable-cell relaxation would pay at every step.
         """
+        import tensorflow as tf
+
+        pos = tf.constant(atoms.get_positions(), tf.float32)
+        if self.model.head != "dense":
+            inputs = self.model.energy_tf_inputs(atoms)
+            fn = generic_gradient_function(self.model, inputs)
+            return np.asarray(fn(pos, inputs)[1].numpy(), dtype=np.float64)
+        return np.asarray(self._per_cell_function(atoms)(pos)[1].numpy(), dtype=np.float64)
+
+    def _per_cell_function(self, atoms):
         import tensorflow as tf
 
         key = b"|".join([np.asarray(atoms.cell, dtype=np.float64).tobytes(), atoms.numbers.tobytes(),
@@ -73,15 +121,14 @@ class EDNNCalculator(Calculator):
 
             return eager
         if fn is None:
-            template = atoms.copy()
-            template.calc = None
             model = self.model
+            inputs = model.energy_tf_inputs(atoms)
 
             @tf.function(input_signature=[tf.TensorSpec([len(atoms), 3], tf.float32)])
             def fn(pos):
                 with tf.GradientTape() as tape:
                     tape.watch(pos)
-                    e = model.energy_tf(template, pos)
+                    e = model.energy_tf_core(pos, inputs)
                 return e, tape.gradient(e, pos)
 
             if len(self._compiled) >= self.max_compiled:
@@ -93,10 +140,7 @@ class EDNNCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         a = self.atoms
         if "forces" in properties:
-            import tensorflow as tf
-
-            _, g = self._energy_and_gradient(a)(tf.constant(a.get_positions(), tf.float32))
-            self.results["forces"] = -np.asarray(g.numpy(), dtype=np.float64)
+            self.results["forces"] = -self.gradient(a)
         # the energy always comes from predict_energy (float64 sums), with or without forces
         self.results["energy"] = float(self.model.predict_energy(a))
         self.results["free_energy"] = self.results["energy"]

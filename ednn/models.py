@@ -684,48 +684,60 @@ class EnergyModel:
         return save_model(self, path)
 
     # ------------------------------------------------------------ differentiable
-    def energy_tf(self, atoms: Any, positions):
-        """Energy as a TF scalar, differentiable with respect to ``positions`` (N, 3)."""
-        import tensorflow as tf
+    def energy_tf_inputs(self, atoms: Any) -> dict[str, Any]:
+        """What :meth:`energy_tf_core` needs besides the positions (NumPy arrays and scalars).
 
-        from .raster import pixel_volume, prepare, rasterize_tf
+        Depends on the cell, the species and the grid only, so one compiled
+        function serves every structure (see :class:`ednn.calculator.EDNNCalculator`).
+        """
+        from .raster import pixel_volume, prepare, raster_tf_inputs
 
         g = self.grid
         p = prepare(atoms, g)
-        unit = gaussian_unit(g)
-        w = pixel_volume(p, g) / unit
-        img = rasterize_tf(atoms, g, positions=positions, dtype=tf.float32) * unit
+        out: dict[str, Any] = dict(raster_tf_inputs(p, g))
+        out["pixel_weight"] = np.float64(pixel_volume(p, g) / gaussian_unit(g))
+        out["reference"] = np.float64(self.counts(atoms) @ self.refs)
         if self.metric:
-            mf = tf.constant(metric_features(p.lattice, p.shape, g.spacing))
-            img = tf.concat([img, tf.broadcast_to(mf, list(p.shape) + [mf.shape[0]])], axis=-1)
+            out["metric"] = metric_features(p.lattice, p.shape, g.spacing).astype(np.float32)
+        if self.head != "dense":
+            for ax, n in enumerate(p.shape):
+                out[f"pad{ax}"] = (np.arange(-self.radius, n + self.radius) % n).astype(np.int64)
+        return out
+
+    def energy_tf_core(self, positions, inputs: dict[str, Any]):
+        """Energy (float64 TF scalar) from positions (N, 3) and :meth:`energy_tf_inputs`.
+
+        Differentiable with respect to ``positions``. With the density head all
+        shapes may be dynamic (tensors of any size inside a ``tf.function``);
+        the dense head needs the static image shape (use :meth:`energy_tf`).
+        """
+        import tensorflow as tf
+
+        from .raster import rasterize_tf_core
+
+        g = self.grid
+        img = rasterize_tf_core(positions, inputs, g, dtype=tf.float32) * gaussian_unit(g)
+        if self.metric:
+            mf = tf.cast(inputs["metric"], tf.float32)
+            shape = tf.concat([tf.shape(img)[:-1], tf.shape(mf)], axis=0)
+            img = tf.concat([img, tf.broadcast_to(mf, shape)], axis=-1)
         if self.head == "dense":
             from .tiling import layout_for, tile_tf
 
-            lay = layout_for(p.shape, g.focus, g.context)
+            lay = layout_for(tuple(int(n) for n in np.asarray(inputs["n"])), g.focus, g.context)
             lay.require_exact("the dense head")
             x = tile_tf(img, lay)
         else:
-            x = _wrap_pad_tf(img, self.radius)[None]
+            for ax in range(self.dim):
+                img = tf.gather(img, inputs[f"pad{ax}"], axis=ax)  # periodic wrap by `radius` pixels
+            x = img[None]
         y = self.network(x, training=False)
-        net = tf.reduce_sum(tf.cast(y, tf.float64)) * w * self.scale
-        ref = float(self.counts(atoms) @ self.refs)
-        return net + ref
+        w = tf.cast(inputs["pixel_weight"], tf.float64)
+        return tf.reduce_sum(tf.cast(y, tf.float64)) * w * self.scale + tf.cast(inputs["reference"], tf.float64)
 
-
-def _wrap_pad_tf(img, r: int):
-    import tensorflow as tf
-
-    d = len(img.shape) - 1
-    for ax in range(d):
-        n = img.shape[ax]
-        if r == 0:
-            break
-        reps = []
-        # periodic: take the last r and first r (possibly more than once for tiny images)
-        idx = np.arange(-r, n + r) % n
-        reps = tf.gather(img, tf.constant(idx), axis=ax)
-        img = reps
-    return img
+    def energy_tf(self, atoms: Any, positions):
+        """Energy as a TF scalar, differentiable with respect to ``positions`` (N, 3)."""
+        return self.energy_tf_core(positions, self.energy_tf_inputs(atoms))
 
 
 def _pixels(atoms: Any, grid: GridSpec) -> tuple[int, ...]:

@@ -44,6 +44,8 @@ __all__ = [
     "rasterize",
     "rasterize_strips",
     "rasterize_tf",
+    "rasterize_tf_core",
+    "raster_tf_inputs",
 ]
 
 _CHUNK_ENTRIES = 1 << 17  # atoms x stencil entries evaluated at once (fits in cache)
@@ -416,6 +418,79 @@ def rasterize(atoms: Any, spec: GridSpec, dtype: Any = np.float32) -> np.ndarray
     return out
 
 
+def raster_tf_inputs(p: Prepared, spec: GridSpec) -> dict[str, np.ndarray]:
+    """Everything :func:`rasterize_tf_core` needs besides the positions, as NumPy arrays.
+
+    They depend on the cell, the species and the grid, not on the positions,
+    so a compiled function can take them as inputs of any size (one trace for
+    every structure) or hold them as constants (one trace per cell).
+    """
+    n = np.asarray(p.shape, dtype=np.int64)
+    d = p.dim
+    off = _stencil(p.lattice, p.shape, spec.radius)
+    return {
+        "lattice": p.lattice.astype(np.float64),
+        "inv_lattice": np.linalg.inv(p.lattice),
+        "n": n,
+        "offsets": off,
+        "offsets_cart": (off / n) @ p.lattice,
+        "weights": p.weight() * _norm(spec),
+        "channels": p.channel().astype(np.int64),
+        "strides": np.array([int(np.prod(p.shape[i + 1 :])) for i in range(d)], dtype=np.int64),
+    }
+
+
+def rasterize_tf_core(positions: Any, inputs: dict[str, Any], spec: GridSpec, dtype: Any = None):
+    """The TF rasterizer on tensors: ``positions`` (N, 3) and :func:`raster_tf_inputs`.
+
+    Works with inputs of any size inside a ``tf.function`` (the image shape is
+    ``inputs["n"]``, a tensor). Returns ``(n_1, ..., n_d, channels)``.
+    """
+    import tensorflow as tf
+
+    dtype = dtype or tf.float32
+    pos = tf.convert_to_tensor(positions)
+    if pos.dtype != dtype:
+        pos = tf.cast(pos, dtype)
+    d = spec.dim
+
+    def f(key):
+        return tf.cast(inputs[key], dtype)
+
+    def i64(key):
+        return tf.cast(inputs[key], tf.int64)
+
+    n_i, n_f = i64("n"), f("n")
+    frac = tf.matmul(pos[:, :d], f("inv_lattice"))
+    frac = frac - tf.stop_gradient(tf.floor(frac))
+    scaled = frac * n_f
+    base = tf.stop_gradient(tf.floor(scaled))
+    phi = scaled - base
+    base_i = tf.minimum(tf.cast(base, tf.int64), n_i - 1)
+    phi_cart = tf.matmul(phi / n_f, f("lattice"))  # (N, d)
+    diff = f("offsets_cart")[None, :, :] - phi_cart[:, None, :]
+    r2 = tf.reduce_sum(diff * diff, axis=-1)  # (N, S)
+    mask = tf.cast(r2 <= spec.radius**2, dtype)
+    vals = f("weights")[:, None] * tf.exp(-r2 * (0.5 / spec.sigma**2)) * mask
+    m = (base_i[:, None, :] + i64("offsets")[None, :, :]) % n_i
+    flat = tf.reduce_sum(m * i64("strides"), axis=-1)
+    C = spec.n_channels
+    flat = flat * C + i64("channels")[:, None]
+    if spec.heights:
+        z = pos[:, 2]
+        hz = (z - tf.reduce_mean(z)) / spec.sigma  # differentiable: forces get their z components
+        hk = tf.ones_like(hz)
+        all_vals, all_flat = [vals], [flat]
+        for k in range(1, spec.heights + 1):
+            hk = hk * hz
+            all_vals.append(vals * hk[:, None])
+            all_flat.append(flat + k * spec.n_density_channels)
+        vals, flat = tf.concat(all_vals, axis=0), tf.concat(all_flat, axis=0)
+    img = tf.math.unsorted_segment_sum(tf.reshape(vals, [-1]), tf.reshape(flat, [-1]), tf.reduce_prod(n_i) * C)
+    img = tf.reshape(img, tf.concat([n_i, tf.constant([C], tf.int64)], axis=0))
+    return tf.ensure_shape(img, [None] * d + [C])  # the channel count is static, for the network's layers
+
+
 def rasterize_tf(atoms: Any, spec: GridSpec, positions: Any = None, dtype: Any = None):
     """Rasterize with TensorFlow, differentiably with respect to positions.
 
@@ -436,46 +511,6 @@ def rasterize_tf(atoms: Any, spec: GridSpec, positions: Any = None, dtype: Any =
     """
     import tensorflow as tf
 
-    dtype = dtype or tf.float32
     p = prepare(atoms, spec)
-    if positions is None:
-        positions = p.positions
-    pos = tf.convert_to_tensor(positions)
-    if pos.dtype != dtype:
-        pos = tf.cast(pos, dtype)
-    n = np.asarray(p.shape)
-    d = p.dim
-    lat = p.lattice
-    off = _stencil(lat, p.shape, spec.radius)
-    inv = tf.constant(np.linalg.inv(lat), dtype=dtype)
-    frac = tf.matmul(pos[:, :d], inv)
-    frac = frac - tf.stop_gradient(tf.floor(frac))
-    scaled = frac * tf.constant(n, dtype=dtype)
-    base = tf.stop_gradient(tf.floor(scaled))
-    phi = scaled - base
-    base_i = tf.cast(base, tf.int64)
-    base_i = tf.minimum(base_i, tf.constant(n - 1, tf.int64))
-    phi_cart = tf.matmul(phi / tf.constant(n, dtype=dtype), tf.constant(lat, dtype=dtype))  # (N, d)
-    off_cart = tf.constant((off / n) @ lat, dtype=dtype)  # (S, d)
-    diff = off_cart[None, :, :] - phi_cart[:, None, :]
-    r2 = tf.reduce_sum(diff * diff, axis=-1)  # (N, S)
-    mask = tf.cast(r2 <= spec.radius**2, dtype)
-    w = tf.constant(p.weight() * _norm(spec), dtype=dtype)
-    vals = w[:, None] * tf.exp(-r2 * (0.5 / spec.sigma**2)) * mask
-    m = (base_i[:, None, :] + tf.constant(off, tf.int64)[None, :, :]) % tf.constant(n, tf.int64)
-    strides = np.array([int(np.prod(p.shape[i + 1 :])) for i in range(d)], dtype=np.int64)
-    flat = tf.reduce_sum(m * tf.constant(strides, tf.int64), axis=-1)
-    C = spec.n_channels
-    flat = flat * C + tf.constant(p.channel(), tf.int64)[:, None]
-    if spec.heights:
-        z = pos[:, 2]
-        hz = (z - tf.reduce_mean(z)) / spec.sigma  # differentiable: forces get their z components
-        hk = tf.ones_like(hz)
-        all_vals, all_flat = [vals], [flat]
-        for k in range(1, spec.heights + 1):
-            hk = hk * hz
-            all_vals.append(vals * hk[:, None])
-            all_flat.append(flat + k * spec.n_density_channels)
-        vals, flat = tf.concat(all_vals, axis=0), tf.concat(all_flat, axis=0)
-    img = tf.math.unsorted_segment_sum(tf.reshape(vals, [-1]), tf.reshape(flat, [-1]), int(np.prod(p.shape)) * C)
-    return tf.reshape(img, list(p.shape) + [C])
+    img = rasterize_tf_core(p.positions if positions is None else positions, raster_tf_inputs(p, spec), spec, dtype)
+    return tf.ensure_shape(img, list(p.shape) + [spec.n_channels])

@@ -140,33 +140,46 @@ def test_forces_match_finite_differences(metric):
     _assert_forces_match_fd(m, at, f, [(0, 0), (3, 1), (5, 2)])
 
 
-def test_compiled_forces_equal_eager_and_follow_cell_changes():
+def _eager_forces(m, a):
     import tensorflow as tf
 
-    m = _model(activation="tanh")
-    at = _sheet(make_random_bcn(seed=3, reps=(2, 2)))
+    pos = tf.Variable(a.get_positions().astype(np.float32))
+    with tf.GradientTape() as tape:
+        e = m.energy_tf(a, pos)
+    return -tape.gradient(e, pos).numpy()
+
+
+@pytest.mark.parametrize("extra", [{}, {"metric_channels": True}])
+def test_compiled_forces_one_trace_for_every_structure(extra):
+    """Density head: one tf.function with free sizes serves cells of any shape and atom count."""
+    m = _model(activation="tanh", **extra)
+    calc = m.calculator()
+    rng = np.random.default_rng(0)
+    structs = [_sheet(make_random_bcn(seed=s, reps=r)) for s, r in [(3, (2, 2)), (4, (3, 2)), (5, (2, 3))]]
+    structs.append(_sheet(make_graphene().repeat((4, 3, 1))))
+    structs[-1].set_cell(np.array(structs[-1].cell) * [[1.03], [0.98], [1.0]], scale_atoms=True)
+    for at in structs:
+        at.positions[:, :2] += rng.normal(scale=0.02, size=(len(at), 2))
+        at.calc = calc
+        f = at.get_forces()
+        np.testing.assert_allclose(f, _eager_forces(m, at), atol=1e-4 * max(1.0, np.abs(f).max()))
+        assert at.get_potential_energy() == pytest.approx(m.predict_energy(at), rel=1e-12)
+    assert m._generic_gradient_fn.experimental_get_tracing_count() == 1
+    _assert_forces_match_fd(m, structs[-1], f, [(1, 0), (4, 1), (7, 2)])
+
+
+def test_compiled_forces_dense_head_per_cell():
+    """Dense head: eager on a cell's first call, then one compiled function per cell."""
+    m = _model("dense", activation="tanh")
+    at = _sheet(make_random_bcn(seed=3, reps=(3, 2)))
     calc = m.calculator()
     at.calc = calc
     rng = np.random.default_rng(0)
-
-    def eager(a):
-        pos = tf.Variable(a.get_positions().astype(np.float32))
-        with tf.GradientTape() as tape:
-            e = m.energy_tf(a, pos)
-        return -tape.gradient(e, pos).numpy()
-
-    for _ in range(4):  # first call eager, then compiled and reused (MD at fixed cell)
+    for _ in range(3):  # MD at fixed cell (ASE caches results of unchanged atoms: move them)
         at.positions[:, :2] += rng.normal(scale=0.02, size=(len(at), 2))
         f = at.get_forces()
-        np.testing.assert_allclose(f, eager(at), atol=1e-4 * max(1.0, np.abs(f).max()))
-        assert at.get_potential_energy() == pytest.approx(m.predict_energy(at), rel=1e-12)
+        np.testing.assert_allclose(f, _eager_forces(m, at), atol=1e-4 * max(1.0, np.abs(f).max()))
     assert len(calc._compiled) == 1
-    # a strained cell is a new structure for the cache: forces still match finite differences
-    at.set_cell(np.array(at.cell) * [[1.01], [1.01], [1.0]], scale_atoms=True)
-    for _ in range(2):  # eager, then compiled (ASE caches results of unchanged atoms: move them)
-        at.positions[:, :2] += rng.normal(scale=0.01, size=(len(at), 2))
-        f = at.get_forces()
-    assert len(calc._compiled) == 2
     _assert_forces_match_fd(m, at, f, [(1, 0), (4, 1)])
 
 
