@@ -1,9 +1,15 @@
-"""Figures: parity plots, learning curves, energy maps (matplotlib, Agg backend, atomic PNG writes)."""
+"""Figures: parity plots, learning curves, energy maps (atomic PNG writes).
+
+The figures are built with :class:`matplotlib.figure.Figure` directly, not
+through pyplot, so calling these functions never changes the matplotlib
+backend (a Jupyter notebook keeps its inline plots) and needs no display.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,33 +18,32 @@ import numpy as np
 __all__ = ["parity_plot", "learning_curve", "energy_map_plot", "save_fig"]
 
 
-def _plt():
-    import matplotlib
+def _figure(figsize: tuple[float, float]):
+    """A figure and one axes, outside pyplot (no backend, no global state)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def save_fig(fig, path: str | os.PathLike, dpi: int = 120) -> str:
-    """Save a figure atomically (tmp + rename) and close it."""
+    """Save a figure atomically (tmp + rename); a pyplot figure is also closed."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}.png"
     fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     os.replace(tmp, path)
-    _plt().close(fig)
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close(fig)
     return path
 
 
 def parity_plot(true_per_atom: Sequence[float], pred_per_atom: Sequence[float], path: str,
                 title: str = "", groups: Sequence[Any] | None = None, baseline_mae_mev: float | None = None) -> str:
     """Predicted vs reference energy per atom (eV/atom), with MAE/RMSE in meV/atom."""
-    plt = _plt()
     t, p = np.asarray(true_per_atom, float), np.asarray(pred_per_atom, float)
     err = 1000 * (p - t)
-    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    fig, ax = _figure((4.6, 4.4))
     if groups is None:
         ax.scatter(t, p, s=8, alpha=0.7)
     else:
@@ -61,10 +66,9 @@ def parity_plot(true_per_atom: Sequence[float], pred_per_atom: Sequence[float], 
 
 def learning_curve(log: str | Sequence[dict], path: str, title: str = "") -> str:
     """Train/validation MAE (meV/atom, log scale) and learning rate per epoch from ``log.json``."""
-    plt = _plt()
     hist = json.load(open(log)) if isinstance(log, str) else list(log)
     ep = [h["epoch"] for h in hist]
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, ax = _figure((5.2, 3.6))
     ax.plot(ep, [h["mae_mev"] for h in hist], label="train MAE")
     if hist and "val_mae_mev" in hist[0]:
         ax.plot(ep, [h["val_mae_mev"] for h in hist], label="validation MAE")
@@ -81,8 +85,7 @@ def learning_curve(log: str | Sequence[dict], path: str, title: str = "") -> str
 
 def energy_map_plot(atoms: Any, emap: np.ndarray, path: str, title: str = "") -> str:
     """Per-pixel energy map (meV per pixel) of a 2D structure with the atoms overlaid (cell coordinates)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 4.4))
+    fig, ax = _figure((5, 4.4))
     n0, n1 = emap.shape
     m = emap - np.median(emap)
     v = float(np.percentile(np.abs(m), 99.5)) or 1.0
