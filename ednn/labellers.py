@@ -185,6 +185,11 @@ class CalculatorLabeller(Labeller):
     check : callable, optional
         ``check(atoms)`` raising :class:`~ednn.errors.InputError` for
         structures the method cannot handle.
+    fresh : bool
+        With a factory: a new calculator for every structure (for codes such as
+        GPAW whose state, e.g. the symmetry found for the first structure, must
+        not carry over to the next). :meth:`calculator` then returns the one
+        used last.
     """
 
     def __init__(
@@ -194,6 +199,7 @@ class CalculatorLabeller(Labeller):
         settings: dict[str, Any] | None = None,
         stress: bool = True,
         check: Callable[[Atoms], None] | None = None,
+        fresh: bool = False,
     ) -> None:
         super().__init__(settings)
         self.name = str(name)
@@ -201,6 +207,7 @@ class CalculatorLabeller(Labeller):
         self._factory = None if self._calc is not None else calc
         self._stress = stress
         self._check = check
+        self._fresh = bool(fresh) and self._factory is not None
 
     def calculator(self) -> Calculator:
         """The wrapped ASE calculator."""
@@ -214,6 +221,8 @@ class CalculatorLabeller(Labeller):
         if self._check is not None:
             self._check(atoms)
         at = atoms.copy()
+        if self._fresh:
+            self._calc = self._factory()  # type: ignore[misc]
         at.calc = self.calculator()
         energy = at.get_potential_energy()
         forces = at.get_forces()
@@ -711,7 +720,9 @@ def _gpaw_labeller(basis: str = "dzp", xc: str = "PBE", kpts: tuple[int, int, in
     def factory() -> Calculator:
         return GPAW(mode="lcao", basis=basis, xc=xc, kpts=tuple(kpts), h=h, txt=txt, **extra)
 
-    return CalculatorLabeller(factory, name="gpaw", settings=settings)
+    # a fresh GPAW per structure: a reused one keeps the first structure's symmetry and stops with
+    # SymmetryBrokenError on the next, less symmetric one
+    return CalculatorLabeller(factory, name="gpaw", settings=settings, fresh=True)
 
 
 LABELLERS: dict[str, Callable[..., Labeller]] = {
