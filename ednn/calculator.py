@@ -15,9 +15,26 @@ from typing import Any
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-__all__ = ["EDNNCalculator", "generic_gradient_function"]
+__all__ = ["EDNNCalculator", "generic_gradient_function", "input_signature"]
 
 _VARIABLE = {"offsets": 2, "offsets_cart": 2, "weights": 1, "channels": 1}  # leading axis: any size
+
+
+def input_signature(inputs: dict[str, Any]) -> dict[str, Any]:
+    """``tf.TensorSpec`` per key of :meth:`EnergyModel.energy_tf_inputs`, with the sizes that vary left free."""
+    import tensorflow as tf
+
+    spec = {}
+    for k, v in inputs.items():
+        v = np.asarray(v)
+        if k in _VARIABLE:
+            shape = [None] + list(v.shape[1:])
+        elif k.startswith("pad"):
+            shape = [None]
+        else:
+            shape = list(v.shape)
+        spec[k] = tf.TensorSpec(shape, tf.as_dtype(v.dtype), name=k)
+    return spec
 
 
 def generic_gradient_function(model, inputs: dict[str, Any]):
@@ -33,16 +50,7 @@ def generic_gradient_function(model, inputs: dict[str, Any]):
     fn = getattr(model, "_generic_gradient_fn", None)
     if fn is not None:
         return fn
-    spec = {}
-    for k, v in inputs.items():
-        v = np.asarray(v)
-        if k in _VARIABLE:
-            shape = [None] + list(v.shape[1:])
-        elif k.startswith("pad"):
-            shape = [None]
-        else:
-            shape = list(v.shape)
-        spec[k] = tf.TensorSpec(shape, tf.as_dtype(v.dtype), name=k)
+    spec = input_signature(inputs)
 
     @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32), spec])
     def fn(pos, inp):

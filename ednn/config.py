@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from typing import Any
 
@@ -71,6 +72,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None]]] = {
         "clip_norm": (None, _OPT_NUM, None),
         "loss": ("mse", (str,), ("mse", "mae", "huber")),
         "huber_delta": (0.5, _NUM, None),
+        # weight of the force term (mean squared force error / mean squared reference force) in the loss;
+        # 0: energies only. > 0 needs forces in the data and the density head
+        "force_weight": (0.0, _NUM, None),
         "lr_scaling": ("none", (str,), ("none", "linear", "sqrt")),
         "backend": ("auto", (str,), ("auto", "serial", "horovod")),
         "progress": (True, (bool,), None),
@@ -137,6 +141,11 @@ def normalize_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
             raise ConfigError(f"train.{k} must be >= 1, got {t[k]}")
     if t["learning_rate"] <= 0:
         raise ConfigError(f"train.learning_rate must be > 0, got {t['learning_rate']}")
+    if not 0 <= t["force_weight"] < math.inf:
+        raise ConfigError(f"train.force_weight must be >= 0 (0: energies only), got {t['force_weight']}")
+    if t["force_weight"] > 0 and out["model"]["head"] == "dense":
+        raise ConfigError("train.force_weight > 0 needs the density head (model.head: density); the dense head "
+                          "has a fixed tile layout per cell")
     for k in ("val_fraction", "test_fraction"):
         if not 0 <= d[k] < 1:
             raise ConfigError(f"data.{k} must be in [0, 1), got {d[k]}")

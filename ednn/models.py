@@ -697,6 +697,7 @@ class EnergyModel:
         out: dict[str, Any] = dict(raster_tf_inputs(p, g))
         out["pixel_weight"] = np.float64(pixel_volume(p, g) / gaussian_unit(g))
         out["reference"] = np.float64(self.counts(atoms) @ self.refs)
+        out["scale"] = np.float64(self.scale)
         if self.metric:
             out["metric"] = metric_features(p.lattice, p.shape, g.spacing).astype(np.float32)
         if self.head != "dense":
@@ -733,7 +734,8 @@ class EnergyModel:
             x = img[None]
         y = self.network(x, training=False)
         w = tf.cast(inputs["pixel_weight"], tf.float64)
-        return tf.reduce_sum(tf.cast(y, tf.float64)) * w * self.scale + tf.cast(inputs["reference"], tf.float64)
+        scale = tf.cast(inputs["scale"], tf.float64)  # an input, so a traced function never keeps an old scale
+        return tf.reduce_sum(tf.cast(y, tf.float64)) * w * scale + tf.cast(inputs["reference"], tf.float64)
 
     def energy_tf(self, atoms: Any, positions):
         """Energy as a TF scalar, differentiable with respect to ``positions`` (N, 3)."""

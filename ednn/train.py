@@ -54,6 +54,7 @@ __all__ = [
     "EarlyStopping",
     "LRSchedule",
     "load_structures",
+    "load_forces",
 ]
 
 
@@ -72,13 +73,24 @@ class TrainSet:
     n_atoms : (S,) float64
     sizes : (S,) int
         Input pixels (for bucketing).
+    forces : list of (N, 3) float32 arrays, optional
+        Reference forces (eV/A), for training on forces.
+    force_inputs : list of (positions, dict), optional
+        Positions (N, 3) and :meth:`EnergyModel.energy_tf_inputs` per sample:
+        what the differentiable energy needs (with ``forces``).
     """
 
-    def __init__(self, inputs, energies, counts, n_atoms):
+    def __init__(self, inputs, energies, counts, n_atoms, forces=None, force_inputs=None):
         self.inputs = list(inputs)
         self.energies = np.asarray(energies, dtype=np.float64)
         self.counts = np.asarray(counts, dtype=np.float64)
         self.n_atoms = np.asarray(n_atoms, dtype=np.float64)
+        self.forces = None if forces is None else list(forces)
+        self.force_inputs = None if force_inputs is None else list(force_inputs)
+        if (self.forces is None) != (self.force_inputs is None):
+            raise InputError("forces and force_inputs go together (use structures_to_set(..., forces=...))")
+        if self.forces is not None and not (len(self.forces) == len(self.force_inputs) == len(self.inputs)):
+            raise InputError("forces, force_inputs and inputs differ in length")
         self.sizes = np.array([int(np.prod(x.shape[:-1])) * (len(x) if x.ndim > 3 else 1) for x, _ in self.inputs])
         if not (len(self.inputs) == len(self.energies) == len(self.counts) == len(self.n_atoms)):
             raise InputError("inputs, energies, counts and n_atoms differ in length")
@@ -88,13 +100,19 @@ class TrainSet:
     def __len__(self) -> int:
         return len(self.inputs)
 
+    @property
+    def has_forces(self) -> bool:
+        return self.forces is not None
+
     def subset(self, idx: Sequence[int]) -> TrainSet:
         idx = np.asarray(idx, dtype=int)
-        return TrainSet([self.inputs[i] for i in idx], self.energies[idx], self.counts[idx], self.n_atoms[idx])
+        f = None if self.forces is None else [self.forces[i] for i in idx]
+        fi = None if self.force_inputs is None else [self.force_inputs[i] for i in idx]
+        return TrainSet([self.inputs[i] for i in idx], self.energies[idx], self.counts[idx], self.n_atoms[idx], f, fi)
 
 
 def structures_to_set(model: EnergyModel, structures: Sequence[Any], energies: Sequence[float] | None = None,
-                      progress: bool = False, desc: str = "rasterize") -> TrainSet:
+                      progress: bool = False, desc: str = "rasterize", forces: Sequence[Any] | None = None) -> TrainSet:
     """Rasterize (and tile) structures once, for training or evaluation.
 
     Parameters
@@ -104,6 +122,9 @@ def structures_to_set(model: EnergyModel, structures: Sequence[Any], energies: S
     structures : sequence of ase.Atoms (or (positions, numbers, cell, pbc))
     energies : sequence of float, optional
         Total energies; default ``atoms.get_potential_energy()``.
+    forces : sequence of (N, 3) arrays, optional
+        Reference forces (eV/A), to train on forces as well; the set then also
+        keeps what the differentiable energy needs per structure.
     """
     if energies is None:
         try:
@@ -121,7 +142,20 @@ def structures_to_set(model: EnergyModel, structures: Sequence[Any], energies: S
         inputs.append(model.network_input(img, w))
         counts.append(model.counts(_numbers_holder(a)))
         n.append(len(_numbers_holder(a).numbers))
-    return TrainSet(inputs, energies, counts, n)
+    if forces is None:
+        return TrainSet(inputs, energies, counts, n)
+    if len(forces) != len(structures):
+        raise InputError(f"{len(structures)} structures but {len(forces)} force arrays")
+    f_list, f_inputs = [], []
+    for i, (a, f) in enumerate(zip(structures, forces, strict=True)):
+        pos = np.asarray(a.positions if hasattr(a, "positions") else a[0], dtype=np.float32)
+        f = None if f is None else np.asarray(f, dtype=np.float32)
+        if f is None or f.shape != pos.shape or not np.all(np.isfinite(f)):
+            raise DatasetError(f"structure {i}: forces missing, of shape {None if f is None else f.shape} instead of "
+                               f"{pos.shape}, or not finite; training on forces needs them for every structure")
+        f_list.append(f)
+        f_inputs.append((pos, model.energy_tf_inputs(a)))
+    return TrainSet(inputs, energies, counts, n, f_list, f_inputs)
 
 
 class _Nums:
@@ -177,6 +211,29 @@ def load_structures(path: str, need_energy: bool = True) -> tuple[list[Any], np.
         if need_energy:
             raise DatasetError(f"structures in {path!r} carry no energies; label them first") from None
     return atoms, E
+
+
+def load_forces(path: str) -> list[np.ndarray]:
+    """Reference forces (eV/A) of every structure of a dataset, in the order of :func:`load_structures`."""
+    if path.endswith((".h5", ".hdf5")):
+        from .data import Dataset
+
+        with Dataset(path) as ds:
+            out = [ds.forces(i) for i in range(len(ds))]
+    else:
+        import ase.io
+
+        out = []
+        for a in ase.io.read(path, index=":"):
+            try:
+                out.append(a.get_forces())
+            except Exception:  # noqa: BLE001
+                out.append(None)
+    missing = [i for i, f in enumerate(out) if f is None]
+    if missing:
+        raise DatasetError(f"{len(missing)} structures in {path!r} have no forces (first: {missing[0]}); "
+                           "train.force_weight > 0 needs forces for every structure (or set it to 0)")
+    return out
 
 
 # ------------------------------------------------------------------ backend
@@ -329,7 +386,13 @@ class ProgressBar(Callback):
                f"train MAE {logs['mae_mev']:.2f}")
         if "val_mae_mev" in logs:
             msg += f"  val MAE {logs['val_mae_mev']:.2f}  val RMSE {logs['val_rmse_mev']:.2f}"
-        msg += f" meV/atom  lr {logs['lr']:.2e}  {logs['time_s']:.1f} s"
+        msg += " meV/atom"
+        if "force_mae_mev_a" in logs:
+            msg += f"  force MAE {logs['force_mae_mev_a']:.0f}"
+            if "val_force_mae_mev_a" in logs:
+                msg += f" (val {logs['val_force_mae_mev_a']:.0f})"
+            msg += " meV/A"
+        msg += f"  lr {logs['lr']:.2e}  {logs['time_s']:.1f} s"
         print(msg, file=self.stream, flush=True)
 
 
@@ -393,6 +456,10 @@ class _Trainer:
         self.optimizer = opt
         opt.build(self.net.trainable_variables)
         self.step_fn = self._make_step(tf)
+        self.force_weight = float(cfg["force_weight"])
+        self.force_scale = 1.0  # RMS reference force component (eV/A), set by fit()
+        self._force_fn = None
+        self.force_abs = self.force_count = 0.0  # epoch accumulators of |F_pred - F| (eV/A)
 
     def _make_step(self, tf):
         net, opt, backend, cfg = self.net, self.optimizer, self.backend, self.cfg
@@ -427,6 +494,92 @@ class _Trainer:
             return loss, tf.reduce_sum(tf.abs(err))
 
         return step
+
+    # forces ----------------------------------------------------------------
+    def _force_inputs(self, ts: TrainSet, i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """Positions and differentiable-energy inputs of sample ``i`` with the current references and scale."""
+        pos, inp = ts.force_inputs[i]
+        inp = dict(inp)
+        inp["reference"] = np.float64(ts.counts[i] @ self.model.refs)
+        inp["scale"] = np.float64(self.model.scale)
+        return pos, inp
+
+    def _make_force_fn(self, inputs: dict[str, Any]):
+        """Per structure: loss, its weight gradients, |energy error| and |force errors| (one trace for all sizes)."""
+        import tensorflow as tf
+
+        from .calculator import input_signature
+
+        model, net = self.model, self.net
+        w_f = self.force_weight
+        loss_kind, delta = self.cfg["loss"], self.cfg["huber_delta"]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32), input_signature(inputs),
+                                      tf.TensorSpec([], tf.float64), tf.TensorSpec([None, 3], tf.float32),
+                                      tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.float32)])
+        def fn(pos, inp, energy, forces, n_atoms, force_scale):
+            with tf.GradientTape() as outer:
+                with tf.GradientTape() as inner:
+                    inner.watch(pos)
+                    e = model.energy_tf_core(pos, inp)
+                df = -inner.gradient(e, pos) - forces
+                err = tf.cast((e - energy) / (n_atoms * tf.cast(inp["scale"], tf.float64)), tf.float32)
+                a = tf.abs(err)
+                if loss_kind == "mse":
+                    le = err * err
+                elif loss_kind == "mae":
+                    le = a
+                else:
+                    le = tf.where(a < delta, 0.5 * a * a, delta * (a - 0.5 * delta))
+                loss = le + w_f * tf.reduce_mean(tf.square(df / force_scale))
+            grads = outer.gradient(loss, net.trainable_variables)
+            return loss, grads, a, tf.reduce_sum(tf.abs(df)), tf.size(df)
+
+        return fn
+
+    def force_terms(self, ts: TrainSet, i: int):
+        import tensorflow as tf
+
+        pos, inp = self._force_inputs(ts, i)
+        if self._force_fn is None:
+            self._force_fn = self._make_force_fn(inp)
+        return self._force_fn(tf.constant(pos), inp, tf.constant(ts.energies[i], tf.float64),
+                              tf.constant(ts.forces[i]), tf.constant(ts.n_atoms[i], tf.float64),
+                              tf.constant(self.force_scale, tf.float32))
+
+    def run_force_step(self, ts: TrainSet, idx: np.ndarray):
+        """One step on energies and forces: per-structure gradients averaged over the batch."""
+        import tensorflow as tf
+
+        acc = None
+        loss_sum = abs_sum = 0.0
+        for i in idx:
+            loss, grads, a, f_abs, f_n = self.force_terms(ts, int(i))
+            acc = list(grads) if acc is None else [x + g for x, g in zip(acc, grads, strict=True)]
+            loss_sum += float(loss)
+            abs_sum += float(a)
+            self.force_abs += float(f_abs)
+            self.force_count += float(f_n)
+        grads = [g / len(idx) for g in acc]
+        grads = self.backend.allreduce_gradients(grads)
+        if self.cfg["clip_norm"]:
+            grads, _ = tf.clip_by_global_norm(grads, self.cfg["clip_norm"])
+        self.optimizer.apply(grads, self.net.trainable_variables)
+        return loss_sum / len(idx), abs_sum, len(idx)
+
+    def evaluate_forces(self, ts: TrainSet) -> tuple[float, float, float]:
+        """Global sums over this rank's share: (|F_pred - F|, (F_pred - F)^2 / force_scale^2, components)."""
+        import tensorflow as tf
+
+        from .calculator import generic_gradient_function
+
+        sums = np.zeros(3)
+        for i in range(self.backend.rank, len(ts), self.backend.size):
+            pos, inp = self._force_inputs(ts, i)
+            fn = generic_gradient_function(self.model, inp)
+            df = -fn(tf.constant(pos), inp)[1].numpy() - ts.forces[i]
+            sums += [np.abs(df).sum(), np.square(df / self.force_scale).sum(), df.size]
+        return tuple(np.asarray(self.backend.allreduce_sum(sums), dtype=np.float64))
 
     # batches ---------------------------------------------------------------
     def epoch_batches(self, ts: TrainSet, epoch: int) -> list[np.ndarray]:
@@ -553,6 +706,15 @@ def fit(model: EnergyModel, train_set: TrainSet, val_set: TrainSet | None = None
         except Exception:  # noqa: BLE001
             pass
     tr = _Trainer(model, cfg, seed, backend, out)
+    use_forces = tr.force_weight > 0
+    if use_forces:
+        if not train_set.has_forces:
+            raise DatasetError("train.force_weight > 0 but the training set has no forces; build it with "
+                               "structures_to_set(..., forces=...) or set train.force_weight to 0")
+        if model.head == "dense":
+            raise ConfigError("training on forces needs the density head (model.head: density)")
+        rms = math.sqrt(float(np.mean(np.concatenate([f.ravel() for f in train_set.forces]) ** 2)))
+        tr.force_scale = rms if rms > 1e-6 else 1.0
     backend.broadcast_variables(list(model.network.variables) + list(tr.optimizer.variables))
     cbs: list[Callback] = [LRSchedule(cfg, tr.base_lr), EarlyStopping(cfg["patience"])]
     chief = backend.is_chief
@@ -593,8 +755,12 @@ def fit(model: EnergyModel, train_set: TrainSet, val_set: TrainSet | None = None
             cb.on_epoch_begin(epoch)
         tot_loss = tot_abs = 0.0
         cnt = 0
+        tr.force_abs = tr.force_count = 0.0
         for s, idx in enumerate(tr.epoch_batches(train_set, epoch)):
-            loss, abs_sum, k = tr.run_step(train_set, idx, targets)
+            if use_forces:
+                loss, abs_sum, k = tr.run_force_step(train_set, idx)
+            else:
+                loss, abs_sum, k = tr.run_step(train_set, idx, targets)
             tot_loss += loss * k
             tot_abs += abs_sum
             cnt += k
@@ -604,8 +770,15 @@ def fit(model: EnergyModel, train_set: TrainSet, val_set: TrainSet | None = None
         logs: dict[str, Any] = {"epoch": epoch + 1, "loss": float(sums[0] / sums[2]),
                                 "mae_mev": float(1000 * model.scale * sums[1] / sums[2]),
                                 "lr": float(tr.optimizer.learning_rate.numpy())}
+        if use_forces:
+            f = np.asarray(backend.allreduce_sum(np.array([tr.force_abs, tr.force_count])), dtype=np.float64)
+            logs["force_mae_mev_a"] = float(1000 * f[0] / max(f[1], 1.0))
         if val_set is not None and len(val_set):
             logs.update(tr.evaluate(val_set))
+            if use_forces and val_set.has_forces:
+                f_abs, f_sq, f_n = tr.evaluate_forces(val_set)
+                logs["val_force_mae_mev_a"] = float(1000 * f_abs / max(f_n, 1.0))
+                logs["val_loss"] += tr.force_weight * float(f_sq / max(f_n, 1.0))  # the training objective
         logs["time_s"] = time.time() - t0
         v = logs.get("val_loss", logs["loss"])
         if v < tr.best_val:
@@ -695,7 +868,7 @@ def _split(n: int, val: float, test: float, seed: int) -> tuple[np.ndarray, np.n
 
 
 def train(config: str | dict[str, Any] | None = None, resume: bool = False, structures=None, energies=None,
-          callbacks: Sequence[Callback] | None = None) -> EnergyModel:
+          callbacks: Sequence[Callback] | None = None, forces=None) -> EnergyModel:
     """Train a model from a config (dict or JSON/YAML path) and save it to ``<out>/model``.
 
     Parameters
@@ -705,6 +878,9 @@ def train(config: str | dict[str, Any] | None = None, resume: bool = False, stru
         ``structures`` (a list of ase.Atoms with energies) is given.
     resume : bool
         Continue the run in ``out`` from its last checkpoint.
+    forces : sequence of (N, 3) arrays, optional
+        With ``structures`` and ``train.force_weight > 0``: reference forces
+        (default ``atoms.get_forces()``; from the dataset otherwise).
 
     Returns
     -------
@@ -718,27 +894,45 @@ def train(config: str | dict[str, Any] | None = None, resume: bool = False, stru
     _seed_everything(cfg["seed"])
     out = cfg["out"]
     d = cfg["data"]
+    use_forces = t["force_weight"] > 0
     if structures is None:
         if not d["train"]:
             raise ConfigError("data.train is not set: give the path of a labelled dataset (HDF5 or extxyz)")
         structures, energies = load_structures(d["train"])
-    elif energies is None:
-        energies = np.array([a.get_potential_energy() for a in structures])
+        if use_forces:
+            forces = load_forces(d["train"])
+    else:
+        if energies is None:
+            energies = np.array([a.get_potential_energy() for a in structures])
+        if use_forces and forces is None:
+            try:
+                forces = [a.get_forces() for a in structures]
+            except Exception as e:  # noqa: BLE001
+                raise DatasetError(f"train.force_weight > 0 but the structures carry no forces ({e}); "
+                                   "give forces= or set train.force_weight to 0") from None
     energies = np.asarray(energies, dtype=np.float64)
+    if not use_forces:
+        forces = None
     if d["max_structures"]:
         structures, energies = structures[: d["max_structures"]], energies[: d["max_structures"]]
+        forces = None if forces is None else forces[: d["max_structures"]]
+    vs_F = None
     if d["val"]:
         vs_structs, vs_E = load_structures(d["val"])
+        vs_F = load_forces(d["val"]) if use_forces else None
         tr_idx = np.arange(len(structures))
         te_idx = np.zeros(0, int)
     else:
         tr_idx, va_idx, te_idx = _split(len(structures), d["val_fraction"], d["test_fraction"], d["split_seed"])
         vs_structs, vs_E = [structures[i] for i in va_idx], energies[va_idx]
+        vs_F = None if forces is None else [forces[i] for i in va_idx]
     grid = make_grid(cfg["grid"], structures, cfg["model"])
     model = EnergyModel.create(cfg["model"], grid, seed=cfg["seed"])
     prog = t["progress"] and backend.is_chief
-    ts = structures_to_set(model, [structures[i] for i in tr_idx], energies[tr_idx], progress=prog, desc="rasterize train")
-    vs = structures_to_set(model, vs_structs, vs_E, progress=prog, desc="rasterize val") if len(vs_structs) else None
+    ts = structures_to_set(model, [structures[i] for i in tr_idx], energies[tr_idx], progress=prog, desc="rasterize train",
+                           forces=None if forces is None else [forces[i] for i in tr_idx])
+    vs = structures_to_set(model, vs_structs, vs_E, progress=prog, desc="rasterize val", forces=vs_F) \
+        if len(vs_structs) else None
     if backend.is_chief:
         os.makedirs(out, exist_ok=True)
         from .config import dump_config
