@@ -20,13 +20,10 @@ Writes ``experiments/results/force_training.{json,png}``; models in
 Results (600 records of ``make data``, 150 held-out, 6 minutes of training each
 on 2 quiet cores; reference forces RMS 1.84 eV/A):
 
-=================  ======  ===============  ===========  =======  ===============
-force_weight       epochs  energy MAE       force MAE    force r  MD T after 200 fs
-=================  ======  ===============  ===========  =======  ===============
-0 (energies only)  81      23.9 meV/atom    1.72 eV/A    0.41     362 K
-10                 16      **16.6** meV/atom **0.28** eV/A **0.97**  408 K
-Tersoff itself     -       -                -            -        425 K
-=================  ======  ===============  ===========  =======  ===============
+    force_weight        epochs  energy MAE      force MAE   force r  MD T after 200 fs
+    0 (energies only)   81      23.9 meV/atom   1.72 eV/A   0.41     362 K
+    10                  16      16.6 meV/atom   0.28 eV/A   0.97     408 K
+    Tersoff itself      -       -               -           -        425 K
 
 Both EDNN runs conserve the total energy (std 0.05-0.06 meV/atom over 400 steps;
 Tersoff 0.04), as any model whose forces are exact gradients of its energy
