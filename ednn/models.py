@@ -671,6 +671,11 @@ class EnergyModel:
             shp += [g, f]
         return mm.reshape(shp).sum(axis=tuple(range(1, 2 * self.dim, 2)))
 
+    def predict_forces(self, structures: Iterable[Any]) -> list[np.ndarray]:
+        """Forces ``-dE/dpositions`` (eV/A, one (N, 3) array per ase.Atoms), through the compiled gradient."""
+        calc = self.calculator()
+        return [-calc.gradient(a) for a in structures]
+
     def calculator(self, **kw):
         """An ASE calculator (energy, forces, per-pixel energies)."""
         from .calculator import EDNNCalculator

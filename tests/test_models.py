@@ -165,6 +165,7 @@ def test_compiled_forces_one_trace_for_every_structure(extra):
         np.testing.assert_allclose(f, _eager_forces(m, at), atol=1e-4 * max(1.0, np.abs(f).max()))
         assert at.get_potential_energy() == pytest.approx(m.predict_energy(at), rel=1e-12)
     assert m._generic_gradient_fn.experimental_get_tracing_count() == 1
+    np.testing.assert_array_equal(m.predict_forces(structs[-1:])[0], f)  # the same compiled gradient
     _assert_forces_match_fd(m, structs[-1], f, [(1, 0), (4, 1), (7, 2)])
 
 
