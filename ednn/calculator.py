@@ -94,6 +94,9 @@ class EDNNCalculator(Calculator):
     def gradient(self, atoms) -> np.ndarray:
         """``dE/dpositions`` (N, 3) of ``atoms`` (eV/Angstrom), through a compiled function.
 
+        ``atoms``: an ase.Atoms or a ``(positions, numbers, cell, pbc)`` tuple
+        (the dense head needs an ase.Atoms).
+
         Density head (the default): one ``tf.function`` per model whose inputs
         (positions, stencil, species, image size) may have any size, traced on
         the first call and reused for every structure. Dense head (fixed tile
@@ -103,7 +106,8 @@ class EDNNCalculator(Calculator):
         """
         import tensorflow as tf
 
-        pos = tf.constant(atoms.get_positions(), tf.float32)
+        positions = atoms.get_positions() if hasattr(atoms, "get_positions") else np.asarray(atoms[0])
+        pos = tf.constant(positions, tf.float32)
         if self.model.head != "dense":
             inputs = self.model.energy_tf_inputs(atoms)
             fn = generic_gradient_function(self.model, inputs)

@@ -105,6 +105,16 @@ def _structures(path: str, need_energy: bool):
     return load_structures(path, need_energy=need_energy)
 
 
+def _forces_if_any(path: str) -> list[np.ndarray] | None:
+    """The dataset's forces when every structure has them, else None."""
+    from .train import load_forces
+
+    try:
+        return load_forces(path)
+    except DatasetError:
+        return None
+
+
 def _n_atoms(s: Any) -> int:
     return len(s.numbers) if hasattr(s, "numbers") else len(s[1])
 
@@ -180,6 +190,11 @@ def evaluate(model_path: str, data: str, out: str) -> dict[str, Any]:
     m = metrics(E, pred, n)
     m["by_size"] = size_table(E, pred, n)
     m["composition_baseline_mae_mev_per_atom"] = _baseline_mae(model, structs, E, n)
+    forces = _forces_if_any(data)
+    if forces is not None and model.head != "dense":
+        df = np.concatenate([(p - f).ravel() for p, f in zip(model.predict_forces(structs), forces, strict=True)])
+        m["forces"] = {"n_components": int(df.size), "mae_ev_per_a": float(np.mean(np.abs(df))),
+                       "rmse_ev_per_a": float(np.sqrt(np.mean(df**2))), "max_ev_per_a": float(np.max(np.abs(df)))}
     parity_plot(E / n, pred / n, os.path.join(out, "parity.png"), title=os.path.basename(data),
                 baseline_mae_mev=m["composition_baseline_mae_mev_per_atom"])
     log = os.path.join(os.path.dirname(os.path.abspath(model_path)), "log.json")

@@ -672,7 +672,10 @@ class EnergyModel:
         return mm.reshape(shp).sum(axis=tuple(range(1, 2 * self.dim, 2)))
 
     def predict_forces(self, structures: Iterable[Any]) -> list[np.ndarray]:
-        """Forces ``-dE/dpositions`` (eV/A, one (N, 3) array per ase.Atoms), through the compiled gradient."""
+        """Forces ``-dE/dpositions`` (eV/A), one (N, 3) array per structure, through the compiled gradient.
+
+        Structures are ase.Atoms or ``(positions, numbers, cell, pbc)`` tuples.
+        """
         calc = self.calculator()
         return [-calc.gradient(a) for a in structures]
 

@@ -137,6 +137,19 @@ def test_cli_predict_and_evaluate(trained, tmp_path):
     assert m["n"] == len(structs) and m["by_size"]
     assert os.path.getsize(os.path.join(ev, "parity.png")) > 1000
     assert os.path.exists(os.path.join(ev, "learning_curve.png"))
+    assert "forces" not in m  # this dataset has none
+    # with forces in the data, evaluate reports the force errors of the model's gradient
+    rng = np.random.default_rng(0)
+    F = [rng.normal(size=(len(a), 3)) for a in structs]
+    h5f = str(tmp_path / "df.h5")
+    with DatasetWriter(h5f, metadata={"labeller": {"name": "toy"}}) as w:
+        for a, e, f in zip(structs, E, F):
+            w.append(a, energy=float(e), forces=f)
+    assert main(["evaluate", str(out / "model"), h5f, "--out", ev]) == 0
+    m = json.load(open(os.path.join(ev, "metrics.json")))
+    df = np.concatenate([(p - f).ravel() for p, f in zip(model.predict_forces(structs), F)])
+    assert m["forces"]["mae_ev_per_a"] == pytest.approx(np.abs(df).mean(), rel=1e-6)
+    assert m["forces"]["n_components"] == 3 * int(n.sum())
     assert main(["evaluate", str(out / "model"), str(tmp_path / "missing.h5")]) == 2  # clear error, exit 2
 
 
