@@ -196,8 +196,10 @@ class _Crash(Exception):
     pass
 
 
-def test_resume_after_crash_in_process(tmp_path):
-    """Fast version of the SIGKILL test: an exception mid-epoch 3, then resume, equals a straight run."""
+@pytest.mark.parametrize("force_weight", [0.0, 5.0])
+def test_resume_after_crash_in_process(tmp_path, force_weight):
+    """Fast version of the SIGKILL test: an exception mid-epoch 3, then resume, equals a straight run
+    (also when training on forces)."""
     from ednn.train import Callback, train
 
     class CrashAt(Callback):
@@ -206,18 +208,22 @@ def test_resume_after_crash_in_process(tmp_path):
                 raise _Crash()
 
     structs, E = toy_structures(16)
+    F = [np.random.default_rng(i).normal(size=(len(a), 3)) for i, a in enumerate(structs)]
     cfg = json.loads(json.dumps(SMALL_CFG))
     cfg["train"]["epochs"] = 4
+    cfg["train"]["force_weight"] = force_weight
     cfg["out"] = str(tmp_path / "straight")
-    train(cfg, structures=structs, energies=E)
+    a = train(cfg, structures=structs, energies=E, forces=F)
     final = json.load(open(tmp_path / "straight" / "log.json"))[-1]
     cfg["out"] = str(tmp_path / "crashed")
     with pytest.raises(_Crash):
-        train(cfg, structures=structs, energies=E, callbacks=[CrashAt()])
-    train(cfg, resume=True, structures=structs, energies=E)
+        train(cfg, structures=structs, energies=E, forces=F, callbacks=[CrashAt()])
+    b = train(cfg, resume=True, structures=structs, energies=E, forces=F)
     resumed = json.load(open(tmp_path / "crashed" / "log.json"))
     assert len(resumed) == 4
     assert resumed[-1]["val_loss"] == pytest.approx(final["val_loss"], rel=1e-6, abs=1e-9)
+    for wa, wb in zip(a.network.get_weights(), b.network.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)  # bit-identical
 
 
 @pytest.mark.slow
