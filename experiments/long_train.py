@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, ROOT)
     from ednn.config import load_config
-    from ednn.train import load_structures, train
+    from ednn.train import load_forces, load_structures, train
 
     cfg = load_config(args.config)
     if args.train:
@@ -382,8 +382,12 @@ def main(argv: list[str] | None = None) -> int:
 
         model = ednn.load(os.path.join(cfg["out"], "model"))
     else:
+        forces = None
+        if cfg["train"]["force_weight"] > 0:
+            all_forces = load_forces(cfg["data"]["train"])
+            forces = [all_forces[i] for i in train_idx]
         model = train(cfg, resume=args.resume, structures=[structures[i] for i in train_idx],
-                      energies=energies[train_idx], callbacks=[ev])
+                      energies=energies[train_idx], callbacks=[ev], forces=forces)
     ev.evaluate(model, final=True)
     return 0
 
