@@ -17,7 +17,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 __all__ = ["EDNNCalculator", "generic_gradient_function", "input_signature"]
 
-_VARIABLE = {"offsets": 2, "offsets_cart": 2, "weights": 1, "channels": 1}  # leading axis: any size
+_VARIABLE = frozenset({"offsets", "offsets_cart", "weights", "channels"})  # leading axis: any size
 
 
 def input_signature(inputs: dict[str, Any]) -> dict[str, Any]:

@@ -344,7 +344,10 @@ def lower_triangular(cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lt, rot
 
 
-def layer_ids(atoms: Atoms, gap: float = 2.1) -> np.ndarray:
+_BOND_RANGE = 2.1  # R + D of BNC.tersoff: atoms farther apart than this belong to different layers
+
+
+def layer_ids(atoms: Atoms, gap: float = _BOND_RANGE) -> np.ndarray:
     """Assign each atom to a layer: layers are separated by a gap wider than ``gap`` along the normal.
 
     The normal is ``a1 x a2`` for sheets and bulk cells and z for flakes. For a
@@ -543,13 +546,14 @@ class LammpsLabeller(Labeller):
         )
 
     def _layers(self, atoms: Atoms) -> np.ndarray:
-        ids = layer_ids(atoms, gap=2.1)
-        if not self.interlayer and ids.max() > 0:
+        if self.interlayer:  # molecule ids for the interlayer term: layers are bonded networks
+            return layer_ids(atoms, gap=_BOND_RANGE)
+        ids = layer_ids(atoms, gap=self.cutoff)  # slabs farther apart than the cutoff never interact
+        if ids.max() > 0:
             raise InputError(
-                f"this structure has {ids.max() + 1} layers (separated by more than 2.1 Angstrom along the "
-                f"normal), but the {self.name!r} labeller has no interlayer interaction, so the layers would "
-                "not bind at all; use get_labeller('tersoff-ilp') (Tersoff + interlayer potential) for "
-                "multilayers"
+                f"this structure has {ids.max() + 1} layers separated by more than {self.cutoff:g} Angstrom (the "
+                f"{self.name!r} labeller's cutoff) along the normal, so the layers would not bind at all; use "
+                "get_labeller('tersoff-ilp') (Tersoff + interlayer potential) for multilayers"
             )
         return ids
 

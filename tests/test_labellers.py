@@ -387,3 +387,13 @@ def test_layer_ids_periodic_and_bulk():
     from ase.build import bulk
 
     assert layer_ids(bulk("C", "diamond", a=3.57).repeat((2, 2, 2))).max() == 0
+
+
+def test_multilayer_refusal_follows_each_labellers_cutoff():
+    """Layers farther apart than a labeller's cutoff are refused (REBO, 2.0 A); LCBOP's 6 A range binds them."""
+    b = st.bilayer(st.graphene(3, 3, a=2.46))
+    with pytest.raises(InputError, match="rebo"):
+        get_labeller("rebo").label(b)
+    lc = get_labeller("lcbop")
+    e_bind = (lc.label(b)["energy"] - 2 * lc.label(st.graphene(3, 3, a=2.46))["energy"]) / len(b)
+    assert -0.03 < e_bind < -0.005  # measured -12.4 meV/atom at 3.4 A

@@ -264,6 +264,7 @@ def test_force_loss_gradient_matches_finite_differences():
 
     from ednn.grid import GridSpec
     from ednn.models import EnergyModel
+    from ednn.parallel.serial import SerialBackend
     from ednn.train import _Trainer, structures_to_set
 
     structs, E, F, _ = _tersoff_set(2, seed=4)
@@ -272,7 +273,7 @@ def test_force_loss_gradient_matches_finite_differences():
     m.refs, m.scale = np.array([-5.3, -7.7, -9.2]), 0.2
     ts = structures_to_set(m, structs, E, forces=F)
     cfg = normalize_config({"train": {"force_weight": 3.0}})["train"]
-    tr = _Trainer(m, cfg, 0, __import__("ednn.parallel.serial", fromlist=["SerialBackend"]).SerialBackend(), None)
+    tr = _Trainer(m, cfg, 0, SerialBackend(), None)
     tr.force_scale = 2.5
     loss, grads, *_ = tr.force_terms(ts, 1)
     var = m.network.trainable_variables[0]  # first conv kernel
