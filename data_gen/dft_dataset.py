@@ -11,7 +11,7 @@ take several hours; run it in the background::
 
 Kill it at any time (even ``kill -9``) and start the same command again: the
 finished records are kept and generation continues with the next index. The
-structures are ``ednn.structures.generate("mixed")`` with 6x6 to 8x8 primitive
+structures are ``ednn.atoms.structures.generate("mixed")`` with 6x6 to 8x8 primitive
 cells (72-128 atoms before defects), so the Gamma-point sampling is adequate;
 ``--store-density`` also stores GPAW's pseudo valence density on its grid as a
 per-voxel target (``targets["density"]``).
@@ -26,10 +26,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ednn import structures as st
+from ednn.atoms import structures as st
+from ednn.atoms.labellers import get_labeller
 from ednn.data import DatasetWriter
 from ednn.errors import BackendError
-from ednn.labellers import get_labeller
 
 
 def main(argv: list[str] | None = None) -> int:

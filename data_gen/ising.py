@@ -24,8 +24,8 @@ import time
 
 import numpy as np
 
+from ednn.atoms.ising import sample_configs
 from ednn.data import write_image_dataset
-from ednn.ising import sample_configs
 
 T_SWITCH = 2.3
 

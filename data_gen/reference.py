@@ -14,7 +14,7 @@ the remaining ones are generated exactly as an uninterrupted run would):
     ``--n-transfer`` (default 60) structures of the same mix with 1000-5000
     atoms, for testing size transfer (train small, predict large).
 
-All cells use the common lattice constant ``ednn.structures.A_BNC`` (2.495 A),
+All cells use the common lattice constant ``ednn.atoms.structures.A_BNC`` (2.495 A),
 so a pixel spacing ``A_BNC / k`` makes every hexagonal cell commensurate with
 the raster grid; the metadata records it.
 """
@@ -31,9 +31,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ednn import structures as st
+from ednn.atoms import structures as st
+from ednn.atoms.labellers import Labeller, get_labeller
 from ednn.data import DatasetWriter
-from ednn.labellers import Labeller, get_labeller
 
 # name -> (n, seed, n_atoms range, md_fraction)
 PLANS: dict[str, dict[str, Any]] = {

@@ -1,7 +1,7 @@
 """ednn: extensive deep neural networks for atomistic systems.
 
-Atoms are rasterized into Gaussian density images (:mod:`ednn.raster`), cut
-into focus/context tiles (:mod:`ednn.tiling`), and a weight-shared CNN sums tile
+Atoms are rasterized into Gaussian density images (:mod:`ednn.image.raster`), cut
+into focus/context tiles (:mod:`ednn.image.tiling`), and a weight-shared CNN sums tile
 outputs into extensive properties such as the total energy.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .artifact import load  # noqa: F401
+from . import train  # noqa: F401  (the subpackage: ednn.train.train(config), ednn.train.fit, ...)
 from .errors import (  # noqa: F401
     BackendError,
     ConfigError,
@@ -20,7 +20,14 @@ from .errors import (  # noqa: F401
     ModelError,
     SpeciesError,
 )
-from .grid import GridSpec  # noqa: F401
-from .raster import image_shape, pixel_volume, prepare, rasterize, rasterize_strips, rasterize_tf  # noqa: F401
-from .tiling import TileLayout, layout_for, tile, untile  # noqa: F401
-from .train import train  # noqa: F401  (function; submodule via `from ednn.train import fit`)
+from .image.grid import GridSpec  # noqa: F401
+from .image.raster import (  # noqa: F401
+    image_shape,
+    pixel_volume,
+    prepare,
+    rasterize,
+    rasterize_strips,
+    rasterize_tf,
+)
+from .image.tiling import TileLayout, layout_for, tile, untile  # noqa: F401
+from .predict.artifact import load  # noqa: F401

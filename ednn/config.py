@@ -23,7 +23,7 @@ import os
 from typing import Any
 
 from .errors import ConfigError
-from .models import normalize_model_config
+from .predict.model import normalize_model_config
 
 __all__ = ["DEFAULTS", "load_config", "normalize_config", "dump_config"]
 

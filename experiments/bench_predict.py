@@ -57,8 +57,8 @@ def get_model(path: str | None, threads: int | None, config: str | None = None):
 
         return ednn.load(path), f"trained model {path}"
     from ednn.config import DEFAULTS, load_config
-    from ednn.grid import GridSpec
-    from ednn.models import EnergyModel, receptive_radius
+    from ednn.image.grid import GridSpec
+    from ednn.predict.model import EnergyModel, receptive_radius
 
     if config:
         cfg = load_config(config)
@@ -80,7 +80,7 @@ def get_model(path: str | None, threads: int | None, config: str | None = None):
 
 def cells60(n: int, seed: int = 0) -> list:
     """``n`` random 60-atom B/C/N cells (alloys, heterostructures, pristine; rattled, strained)."""
-    from ednn.structures import generate
+    from ednn.atoms.structures import generate
 
     return list(generate("mixed", n, seed=seed, n_atoms=(60, 60),
                          mix={"graphene": 0.2, "hbn": 0.2, "bcn": 0.3, "hetero": 0.3}))
@@ -88,7 +88,7 @@ def cells60(n: int, seed: int = 0) -> list:
 
 def sheet(n_atoms: int):
     """Rectangular graphene sheet with about ``n_atoms`` atoms, rattled (periodic in-plane)."""
-    from ednn.structures import graphene
+    from ednn.atoms.structures import graphene
 
     nx = max(1, int(round(np.sqrt(n_atoms / 4 / np.sqrt(3)))))
     ny = max(1, int(round(n_atoms / 4 / nx)))

@@ -22,8 +22,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
-from ednn.labellers import get_labeller
-from ednn.structures import A_BNC, generate
+from ednn.atoms.labellers import get_labeller
+from ednn.atoms.structures import A_BNC, generate
 from ednn.train import train
 
 SETTINGS = {

@@ -114,7 +114,7 @@ def run_setting(name: str, n: int, minutes: float) -> dict[str, Any]:
 
 def flatten_floor() -> dict[str, Any]:
     """Tersoff energy change from flattening z (meV/atom) on the test split."""
-    from ednn.labellers import get_labeller
+    from ednn.atoms.labellers import get_labeller
 
     structures, energies, test_idx, _ = load(0)
     lab = get_labeller("tersoff")

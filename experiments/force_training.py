@@ -69,7 +69,7 @@ def md_run(calc, steps: int, seed: int = 0) -> dict[str, Any]:
     except ImportError:  # ASE < 3.29
         from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
-    from ednn import structures as st
+    from ednn.atoms import structures as st
 
     at = st.rattle(st.graphene(6, 6, a=st.A_BNC), 0.03, rng=seed)
     at.calc = calc
@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, ROOT)
     import ednn
+    from ednn.atoms.labellers import get_labeller
     from ednn.data import Dataset
-    from ednn.labellers import get_labeller
 
     if not os.path.exists(args.data):
         raise SystemExit(f"{args.data} not found: run `make data` first")
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = {"out": os.path.join(RUNS, name), "seed": 0, "data": {"val_fraction": 0.1},
                "train": {"epochs": 500, "max_time_s": 60 * args.minutes, "force_weight": w, "progress": False}}
         t0 = time.time()
-        model = ednn.train(cfg, structures=tr_atoms, energies=tr_E, forces=tr_F)
+        model = ednn.train.train(cfg, structures=tr_atoms, energies=tr_E, forces=tr_F)
         t_train = time.time() - t0
         hist = json.load(open(os.path.join(cfg["out"], "log.json")))
         ev = evaluate(model, te_atoms, te_E, te_F)

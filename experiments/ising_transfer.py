@@ -13,7 +13,7 @@ smooth nonlinearity, a 1x1 readout) can represent it to high accuracy; the
 model is extensive by construction (energy = sum of per-pixel outputs), so a
 local function learned on 8x8 tori carries over to 128x128 unchanged.
 
-Uses the library only: :func:`ednn.ising.sample_configs` (samplers, exact
+Uses the library only: :func:`ednn.atoms.ising.sample_configs` (samplers, exact
 energies) and :func:`ednn.train.train_images` (the normal training loop in
 image mode), prediction with ``EnergyModel.predict_image_energies`` (pixel sums
 accumulated in float64).
@@ -56,13 +56,13 @@ ISING_MODEL = {
 
 def sample(L: int, temps: np.ndarray, n_per_T: int, seed: int, n_sweeps: int = 2,
            t_switch: float = 2.3) -> dict[str, np.ndarray]:
-    """Equilibrium configurations and exact energies from :func:`ednn.ising.sample_configs`.
+    """Equilibrium configurations and exact energies from :func:`ednn.atoms.ising.sample_configs`.
 
     Wolff cluster updates at ``T <= t_switch`` (near and below T_c, where
     single-spin updates slow down critically) and checkerboard Metropolis above
     (where Wolff clusters are tiny and the vectorised cluster growth is slow).
     """
-    from ednn.ising import sample_configs
+    from ednn.atoms.ising import sample_configs
 
     t0 = time.time()
     parts = []
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> dict:
         "val_8x8_mae_per_spin": float(np.mean(np.abs(pv - va["energy"])) / args.train_size**2),
         "val_8x8_median_rel_err": float(np.median(rel_val)),
         "temperatures_train": temps_train.tolist(),
-        "sampler": "ednn.ising.sample_configs: wolff for T <= 2.3, metropolis above",
+        "sampler": "ednn.atoms.ising.sample_configs: wolff for T <= 2.3, metropolis above",
         "model": ISING_MODEL,
         "train_config": train_cfg,
         "n_params": int(model.network.count_params()),

@@ -180,7 +180,7 @@ class Evaluator:
     def evaluate(self, model, final: bool, epoch: int | None = None) -> dict[str, Any]:
         species = model.grid.species
         tr_counts = composition([self.structures[i] for i in self.train_idx], species)
-        from ednn.models import fit_references
+        from ednn.predict.model import fit_references
 
         refs, _ = fit_references(tr_counts, self.energies[self.train_idx])
         out: dict[str, Any] = {"epoch": epoch, "elapsed_min": (time.time() - self.t0) / 60}
@@ -288,9 +288,9 @@ def build_fallback_data(folder: str, n_train: int, n_transfer: int) -> tuple[str
     defects) of 8-200 atoms, and size-transfer cells of 1000-5000 atoms, all
     labelled with the default LAMMPS Tersoff labeller.
     """
+    from ednn.atoms.labellers import get_labeller
+    from ednn.atoms.structures import generate
     from ednn.data import DatasetWriter
-    from ednn.labellers import get_labeller
-    from ednn.structures import generate
 
     os.makedirs(folder, exist_ok=True)
     lab = get_labeller("tersoff")

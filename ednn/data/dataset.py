@@ -80,7 +80,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DatasetError, InputError
+from ..errors import DatasetError, InputError
 
 SCHEMA_VERSION = 1
 FORMAT = "ednn-dataset"
@@ -160,7 +160,7 @@ def _atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
 
 def _ednn_version() -> str:
     try:
-        from . import __version__
+        from .. import __version__
 
         return str(__version__)
     except Exception:  # pragma: no cover

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from ase.data import chemical_symbols
 
-from .errors import GridError, InputError, SpeciesError
+from ..errors import GridError, InputError, SpeciesError
 from .grid import GridSpec
 
 __all__ = [

@@ -1,7 +1,7 @@
 """ASE calculator of a trained EDNN model.
 
 Energy from the model; forces ``-dE/dpositions`` by automatic differentiation
-through the TensorFlow rasterizer (:func:`ednn.raster.rasterize_tf_core`),
+through the TensorFlow rasterizer (:func:`ednn.image.raster.rasterize_tf_core`),
 compiled with ``tf.function`` once per model (density head: every structure
 reuses the graph) or once per cell (dense head); per-pixel
 energies (``calc.results["energy_map"]``) and per-tile energies
@@ -64,7 +64,7 @@ def generic_gradient_function(model, inputs: dict[str, Any]):
 
 
 class EDNNCalculator(Calculator):
-    """ASE calculator for an :class:`~ednn.models.EnergyModel`.
+    """ASE calculator for an :class:`~ednn.predict.model.EnergyModel`.
 
     Parameters
     ----------

@@ -18,7 +18,7 @@ order depends only on ``(seed, epoch)`` and training has no other randomness,
 the resumed run ends exactly where an uninterrupted one does.
 
 Two entry points: :func:`train` (config dict/file -> trained model folder) and
-:func:`fit` (an :class:`~ednn.models.EnergyModel` plus :class:`TrainSet`\\ s,
+:func:`fit` (an :class:`~ednn.predict.model.EnergyModel` plus :class:`TrainSet`\\ s,
 e.g. built from raw images with :func:`images_to_set` for the Ising model).
 """
 
@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from .config import load_config, normalize_config
-from .errors import ConfigError, DatasetError, InputError
-from .grid import GridSpec
-from .models import EnergyModel, fit_references, make_batch
+from ..config import load_config, normalize_config
+from ..errors import ConfigError, DatasetError, InputError
+from ..image.grid import GridSpec
+from ..predict.model import EnergyModel, fit_references, make_batch
 
 __all__ = [
     "TrainSet",
@@ -55,6 +55,7 @@ __all__ = [
     "LRSchedule",
     "load_structures",
     "load_forces",
+    "make_grid",
 ]
 
 
@@ -189,7 +190,7 @@ def load_structures(path: str, need_energy: bool = True) -> tuple[list[Any], np.
         raise DatasetError(f"dataset file {path!r} does not exist; build it first (e.g. `make data` or `ednn gen`)")
     if path.endswith((".h5", ".hdf5")):
         try:
-            from .data import Dataset
+            from ..data import Dataset
         except ImportError as e:  # pragma: no cover
             raise DatasetError(f"cannot read HDF5 datasets: {e}") from None
         ds = Dataset(path)
@@ -216,7 +217,7 @@ def load_structures(path: str, need_energy: bool = True) -> tuple[list[Any], np.
 def load_forces(path: str) -> list[np.ndarray]:
     """Reference forces (eV/A) of every structure of a dataset, in the order of :func:`load_structures`."""
     if path.endswith((".h5", ".hdf5")):
-        from .data import Dataset
+        from ..data import Dataset
 
         with Dataset(path) as ds:
             out = [ds.forces(i) for i in range(len(ds))]
@@ -239,13 +240,13 @@ def load_forces(path: str) -> list[np.ndarray]:
 # ------------------------------------------------------------------ backend
 def _get_backend(name: str):
     try:
-        from .parallel import get_backend
+        from ..parallel import get_backend
 
         backend = get_backend(name)
         backend.pin_gpu()  # GPU local_rank on this rank (no-op without GPUs)
         return backend
     except ImportError:
-        from .parallel.serial import SerialBackend
+        from ..parallel.serial import SerialBackend
 
         return SerialBackend()
 
@@ -508,7 +509,7 @@ class _Trainer:
         """Per structure: loss, its weight gradients, |energy error| and |force errors| (one trace for all sizes)."""
         import tensorflow as tf
 
-        from .calculator import input_signature
+        from ..predict.calculator import input_signature
 
         model, net = self.model, self.net
         w_f = self.force_weight
@@ -571,7 +572,7 @@ class _Trainer:
         """Global sums over this rank's share: (|F_pred - F|, (F_pred - F)^2 / force_scale^2, components)."""
         import tensorflow as tf
 
-        from .calculator import generic_gradient_function
+        from ..predict.calculator import generic_gradient_function
 
         sums = np.zeros(3)
         for i in range(self.backend.rank, len(ts), self.backend.size):
@@ -585,7 +586,7 @@ class _Trainer:
     def epoch_batches(self, ts: TrainSet, epoch: int) -> list[np.ndarray]:
         """This rank's index arrays, one per step; the same number of steps on all ranks."""
         try:
-            from .parallel.base import epoch_permutation
+            from ..parallel.base import epoch_permutation
         except ImportError:  # pragma: no cover
             def epoch_permutation(n, seed, epoch):
                 return np.random.default_rng([int(seed), int(epoch)]).permutation(int(n))
@@ -810,7 +811,7 @@ def train_images(images: Sequence[np.ndarray], energies: Sequence[float],
                  out: str | None = None) -> tuple[EnergyModel, list[dict[str, Any]]]:
     """Train an image-mode model on periodic images, e.g. Ising spins of shape (8, 8, 1).
 
-    Returns the trained :class:`~ednn.models.EnergyModel` (use
+    Returns the trained :class:`~ednn.predict.model.EnergyModel` (use
     ``predict_image_energies``) and the history.
     """
     _seed_everything(seed)
@@ -842,8 +843,8 @@ def _set_threads(n: int | None) -> None:
 
 def make_grid(cfg: dict[str, Any], structures: Sequence[Any], model_cfg: dict[str, Any]) -> GridSpec:
     """The grid of a run: config values, species from the data if not given, context = receptive radius."""
-    from .grid import species_from
-    from .models import receptive_radius
+    from ..image.grid import species_from
+    from ..predict.model import receptive_radius
 
     g = dict(cfg)
     sp = g.pop("species")
@@ -935,7 +936,7 @@ def train(config: str | dict[str, Any] | None = None, resume: bool = False, stru
         if len(vs_structs) else None
     if backend.is_chief:
         os.makedirs(out, exist_ok=True)
-        from .config import dump_config
+        from ..config import dump_config
 
         dump_config(cfg, os.path.join(out, "config.json"))
         np.savez(os.path.join(out, "split.npz"), train=tr_idx, test=te_idx)

@@ -10,7 +10,7 @@ A model is one folder::
 (or the same two files in a ``.zip``). The folder is written to a temporary
 sibling and renamed into place, so a killed save never leaves a half model.
 :func:`load` (exported as ``ednn.load``) returns an
-:class:`~ednn.models.EnergyModel`.
+:class:`~ednn.predict.model.EnergyModel`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
-from .grid import GridSpec
+from ..errors import ModelError
+from ..image.grid import GridSpec
 
 __all__ = ["save_model", "load", "FORMAT"]
 
@@ -48,7 +48,7 @@ def _jsonable(x: Any) -> Any:
 
 def model_config_dict(model) -> dict[str, Any]:
     """The JSON description of a model (everything but the weights)."""
-    from . import __version__
+    from .. import __version__
 
     species = list(model.grid.symbols) if model.grid is not None else ["pixel"]
     return {
@@ -109,7 +109,7 @@ def load(path: str):
         With ``predict_energy(atoms)``, ``predict_energies``, ``energy_map``
         and ``calculator()``.
     """
-    from .models import EnergyModel, build_network
+    from .model import EnergyModel, build_network
 
     path = os.fspath(path)
     if not os.path.exists(path):

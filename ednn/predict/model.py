@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, GridError, InputError, ModelError
-from .grid import GridSpec
+from ..errors import ConfigError, GridError, InputError, ModelError
+from ..image.grid import GridSpec
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -522,7 +522,7 @@ class EnergyModel:
         Atoms are rasterized with the model's grid and multiplied by
         :func:`gaussian_unit` (about 1 at an atom's centre).
         """
-        from .raster import pixel_volume, prepare, rasterize_strips
+        from ..image.raster import pixel_volume, prepare, rasterize_strips
 
         if self.grid is None:
             raise ModelError("this model works on images (no grid); call predict_image_energies")
@@ -555,7 +555,7 @@ class EnergyModel:
                 f"{self.in_channels} channel(s), e.g. {(8,) * self.dim + (self.in_channels,)}"
             )
         if self.head == "dense":
-            from .tiling import layout_for, tile
+            from ..image.tiling import layout_for, tile
 
             lay = layout_for(image.shape[:-1], self.grid.focus, self.grid.context)
             lay.require_exact("the dense head")
@@ -594,7 +594,7 @@ class EnergyModel:
         small: list[int] = []
         for i, a in enumerate(structures):
             if self.grid is not None and self.head == "density" and math.prod(_pixels(a, self.grid)) > STREAM_PIXELS:
-                from .predict import stream_energy
+                from .stream import stream_energy
 
                 out[i] = stream_energy(self, a)  # huge sheet: strips, flat memory
             else:
@@ -638,7 +638,7 @@ class EnergyModel:
         if self.head == "density":
             y = self._forward(x[None])[0, ..., 0].astype(np.float64) * w * self.scale
         else:
-            from .tiling import layout_for, untile
+            from ..image.tiling import layout_for, untile
 
             lay = layout_for(img.shape[:-1], self.grid.focus, self.grid.context)
             t = self._forward(x)[:, 0].astype(np.float64) * w * self.scale / self.grid.focus**self.dim
@@ -686,7 +686,7 @@ class EnergyModel:
         return EDNNCalculator(self, **kw)
 
     def save(self, path: str) -> str:
-        """Write the model folder (see :mod:`ednn.artifact`)."""
+        """Write the model folder (see :mod:`ednn.predict.artifact`)."""
         from .artifact import save_model
 
         return save_model(self, path)
@@ -696,9 +696,9 @@ class EnergyModel:
         """What :meth:`energy_tf_core` needs besides the positions (NumPy arrays and scalars).
 
         Depends on the cell, the species and the grid only, so one compiled
-        function serves every structure (see :class:`ednn.calculator.EDNNCalculator`).
+        function serves every structure (see :class:`ednn.predict.calculator.EDNNCalculator`).
         """
-        from .raster import pixel_volume, prepare, raster_tf_inputs
+        from ..image.raster import pixel_volume, prepare, raster_tf_inputs
 
         g = self.grid
         p = prepare(atoms, g)
@@ -722,7 +722,7 @@ class EnergyModel:
         """
         import tensorflow as tf
 
-        from .raster import rasterize_tf_core
+        from ..image.raster import rasterize_tf_core
 
         g = self.grid
         img = rasterize_tf_core(positions, inputs, g, dtype=tf.float32) * gaussian_unit(g)
@@ -731,7 +731,7 @@ class EnergyModel:
             shape = tf.concat([tf.shape(img)[:-1], tf.shape(mf)], axis=0)
             img = tf.concat([img, tf.broadcast_to(mf, shape)], axis=-1)
         if self.head == "dense":
-            from .tiling import layout_for, tile_tf
+            from ..image.tiling import layout_for, tile_tf
 
             lay = layout_for(tuple(int(n) for n in np.asarray(inputs["n"])), g.focus, g.context)
             lay.require_exact("the dense head")
@@ -751,7 +751,7 @@ class EnergyModel:
 
 
 def _pixels(atoms: Any, grid: GridSpec) -> tuple[int, ...]:
-    from .raster import _structure_arrays
+    from ..image.raster import _structure_arrays
 
     _, _, cell, _ = _structure_arrays(atoms)
     return grid.pixels_along(np.linalg.norm(cell[: grid.dim, : grid.dim] if grid.dim == 2 else cell, axis=1))

@@ -14,7 +14,7 @@ from typing import Any
 
 from ase.data import atomic_numbers, chemical_symbols
 
-from .errors import GridError
+from ..errors import GridError
 
 MODES = ("species", "z")
 

@@ -46,7 +46,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import atomic_masses, atomic_numbers
 
-from .errors import BackendError, ConfigError, InputError, SpeciesError
+from ..errors import BackendError, ConfigError, InputError, SpeciesError
 
 __all__ = [
     "LABELLERS",
@@ -756,7 +756,7 @@ def get_labeller(name: str = "tersoff", **settings: Any) -> Labeller:
     if key not in LABELLERS:
         raise ConfigError(
             f"unknown labeller {name!r}; valid names are {sorted(LABELLERS)} "
-            "(or wrap any ASE calculator with ednn.labellers.from_calculator)"
+            "(or wrap any ASE calculator with ednn.atoms.labellers.from_calculator)"
         )
     try:
         return LABELLERS[key](**settings)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DatasetError
+from ..errors import ConfigError, DatasetError
 
 __all__ = ["add_arguments", "run", "evaluate", "run_demo", "size_table"]
 
@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the verb in ``args.verb``; returns the exit code."""
     verb = args.verb
     if verb == "train":
-        from .config import load_config
-        from .train import train
+        from ..config import load_config
+        from ..train import train
 
         cfg = load_config(args.config)
         if args.out:
@@ -68,13 +68,13 @@ def run(args: argparse.Namespace) -> int:
         if args.epochs:
             cfg["train"]["epochs"] = args.epochs
         train(cfg, resume=args.resume)
-        from .parallel import get_backend
+        from ..parallel import get_backend
 
         if not get_backend(cfg["train"]["backend"]).is_chief:
             return 0  # under Horovod only rank 0 writes plots and reports
         log = os.path.join(cfg["out"], "log.json")
         if os.path.exists(log):
-            from .plots import learning_curve
+            from ..plots import learning_curve
 
             learning_curve(log, os.path.join(cfg["out"], "learning_curve.png"))
         print(f"model saved to {os.path.join(cfg['out'], 'model')}")
@@ -94,20 +94,20 @@ def run(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------- helpers
 def _load_model(path: str):
-    from .artifact import load
+    from ..predict.artifact import load
 
     return load(path)
 
 
 def _structures(path: str, need_energy: bool):
-    from .train import load_structures
+    from ..train import load_structures
 
     return load_structures(path, need_energy=need_energy)
 
 
 def _forces_if_any(path: str) -> list[np.ndarray] | None:
     """The dataset's forces when every structure has them, else None."""
-    from .train import load_forces
+    from ..train import load_forces
 
     try:
         return load_forces(path)
@@ -178,7 +178,7 @@ def _predict(args) -> int:
 
 def evaluate(model_path: str, data: str, out: str) -> dict[str, Any]:
     """Evaluate a model on a labelled dataset; writes ``metrics.json``, ``parity.png``, ``learning_curve.png``."""
-    from .plots import learning_curve, parity_plot
+    from ..plots import learning_curve, parity_plot
 
     model = _load_model(model_path)
     structs, E = _structures(data, need_energy=True)
@@ -248,7 +248,7 @@ def _label(structs, labeller, desc: str):
 
 
 def _write(path: str, structs, E, F, labeller) -> None:
-    from .data import DatasetWriter
+    from ..data import DatasetWriter
 
     meta = {"labeller": {"name": getattr(labeller, "name", "tersoff"),
                          "settings": getattr(labeller, "settings", {})}}
@@ -266,10 +266,10 @@ def _force_mae(model, structs, forces) -> float:
 
 def run_demo(out: str = "runs/demo", quick: bool = False, minutes: float | None = None) -> int:
     """The main job. Returns 0; writes ``out/report.md`` and PNGs."""
-    from .labellers import get_labeller
-    from .plots import energy_map_plot, learning_curve, parity_plot
-    from .structures import generate
-    from .train import train
+    from ..atoms.labellers import get_labeller
+    from ..atoms.structures import generate
+    from ..plots import energy_map_plot, learning_curve, parity_plot
+    from ..train import train
 
     t_all = time.time()
     os.makedirs(out, exist_ok=True)

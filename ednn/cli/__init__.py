@@ -14,11 +14,11 @@ import sys
 
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
-    "gen": ("ednn.cli_gen", "generate and label a dataset (HDF5)"),
-    "train": ("ednn.cli_model", "train a model from a config file"),
-    "predict": ("ednn.cli_model", "predict energies of structures with a trained model"),
-    "evaluate": ("ednn.cli_model", "evaluate a trained model on a labelled dataset"),
-    "demo": ("ednn.cli_model", "the main job: data, training, evaluation, report"),
+    "gen": ("ednn.cli.gen", "generate and label a dataset (HDF5)"),
+    "train": ("ednn.cli.model", "train a model from a config file"),
+    "predict": ("ednn.cli.model", "predict energies of structures with a trained model"),
+    "evaluate": ("ednn.cli.model", "evaluate a trained model on a labelled dataset"),
+    "demo": ("ednn.cli.model", "the main job: data, training, evaluation, report"),
 }
 
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     mod.add_arguments(vparser, verb) if _takes_verb(mod) else mod.add_arguments(vparser)
     args = vparser.parse_args(argv[1:])
     args.verb = verb
-    from .errors import EdnnError
+    from ..errors import EdnnError
 
     try:
         return int(mod.run(args) or 0)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 SPECIAL = ("ising", "convert")
 
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = __doc__.split("Examples\n--------\n::\n", 1)[-1]
     parser.add_argument(
         "kind",
-        help="structure kind (graphene, hbn, bcn, hetero, defect, mixed, bilayer: see ednn.structures), "
+        help="structure kind (graphene, hbn, bcn, hetero, defect, mixed, bilayer: see ednn.atoms.structures), "
         "'ising', or 'convert'",
     )
     parser.add_argument("paths", nargs="*", help="for 'convert': SRC DST")
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", help="atom-count range of the cells, 'LO,HI' (default: the builder's)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="extra keyword for ednn.structures.generate, value parsed as JSON (repeatable)",
+        help="extra keyword for ednn.atoms.structures.generate, value parsed as JSON (repeatable)",
     )
     parser.add_argument("--restart", action="store_true", help="discard an existing file and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -114,7 +114,7 @@ def _jsonable(d: dict) -> dict:
 
 def run_convert(args: argparse.Namespace) -> int:
     """``ednn gen convert SRC DST``."""
-    from .data import convert
+    from ..data import convert
 
     if len(args.paths) != 2:
         raise InputError("usage: ednn gen convert SRC DST (e.g. OUTCAR data/vasp.h5 or data/x.h5 x.extxyz)")
@@ -126,8 +126,8 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def run_ising(args: argparse.Namespace) -> int:
     """``ednn gen ising``: sample spin configurations and write an image dataset."""
-    from .data import write_image_dataset
-    from .ising import sample_configs
+    from ..atoms.ising import sample_configs
+    from ..data import write_image_dataset
 
     if not args.out:
         raise InputError("give the output file with -o/--out (e.g. -o data/ising8.h5)")
@@ -160,14 +160,14 @@ def run_ising(args: argparse.Namespace) -> int:
 
 def run_structures(args: argparse.Namespace) -> int:
     """``ednn gen KIND``: build, label and append structures, resumably."""
-    from .data import DatasetWriter
+    from ..data import DatasetWriter
 
     if not args.out:
         raise InputError(f"give the output file with -o/--out (e.g. -o data/{args.kind}.h5)")
     if args.n < 1:
         raise InputError(f"--n must be >= 1, got {args.n}")
     try:
-        from . import structures
+        from ..atoms import structures
     except ImportError as e:  # pragma: no cover
         raise ConfigError(f"structure builders unavailable ({e}); install ednn completely") from e
     kinds = getattr(structures, "KINDS", None)
@@ -183,7 +183,7 @@ def run_structures(args: argparse.Namespace) -> int:
     if args.labeller is None:  # bilayers need the interlayer potential; everything else the plain Tersoff
         args.labeller = "tersoff-ilp" if args.kind == "bilayer" else "tersoff"
     if args.labeller.lower() != "none":
-        from .labellers import get_labeller
+        from ..atoms.labellers import get_labeller
 
         labeller = get_labeller(args.labeller, **_kv(args.labeller_opt, "--labeller-opt"))
         if kw.get("md_fraction", 0):

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 T_CRITICAL = 2.0 / math.log(1.0 + math.sqrt(2.0))  # 2.269185... (J = k_B = 1)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GridError
+from ..errors import GridError
 
 __all__ = ["TileLayout", "layout_for", "tile", "untile", "tile_tf", "untile_tf", "wrap_pad"]
 

@@ -1,7 +1,7 @@
 """Streaming prediction for systems of any size.
 
 :func:`stream_energy` rasterizes a huge periodic sheet a strip of rows at a
-time (:func:`ednn.raster.rasterize_strips`), runs the density network on each
+time (:func:`ednn.image.raster.rasterize_strips`), runs the density network on each
 strip with ``r`` rows of context from its neighbours (the first ``2r`` rows are
 kept for the periodic wrap at the end), adds the strip's energy, and forgets
 it. Memory stays flat in the number of atoms; the result equals the
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
-from .models import gaussian_unit, metric_features
-from .raster import pixel_volume, prepare, rasterize_strips
+from ..errors import ModelError
+from ..image.raster import pixel_volume, prepare, rasterize_strips
+from .model import gaussian_unit, metric_features
 
 __all__ = ["stream_energy", "stream_energy_map"]
 

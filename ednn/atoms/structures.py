@@ -31,7 +31,7 @@ from ase import Atoms
 from ase.geometry import find_mic
 from ase.neighborlist import neighbor_list
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 __all__ = [
     "A_GRAPHENE",
@@ -610,7 +610,7 @@ def md_snapshots(atoms: Atoms, calc: Any, temperature_K: float = 300.0, n: int =
     atoms : ase.Atoms
         Start structure (not modified).
     calc : ase Calculator or Labeller
-        Force provider; a :class:`~ednn.labellers.Labeller` is converted with
+        Force provider; a :class:`~ednn.atoms.labellers.Labeller` is converted with
         ``.calculator()``.
     temperature_K : float
         Langevin thermostat temperature (velocities start Maxwell-Boltzmann at
