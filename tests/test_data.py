@@ -364,7 +364,7 @@ def _assert_complete(path: Path, ref: Path, n: int) -> None:
 
 def test_crash_inside_consolidation_is_recovered(tmp_path, monkeypatch):
     """Deterministic crash points: before the os.replace, and after it but before journal cleanup."""
-    import ednn.data.dataset as data
+    import ednn.data.writer as data
 
     p = tmp_path / "c.h5"
     w = DatasetWriter(p, metadata={"seed": 0}, every=1000, interval=1e9)
