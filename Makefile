@@ -12,11 +12,9 @@ export PYTHONHASHSEED ?= 0
 
 .PHONY: venv demo test test-slow lint horovod data data-ising bench-raster bench-predict ising long-train clean help
 
-help:
-	@echo "make demo    - set up .venv, build the Tersoff dataset, train, evaluate, write report (runs/demo)"
-	@echo "make test    - set up .venv with test extras and Horovod, run lint and the test suite"
-	@echo "make data    - build the reference datasets (data/)"
-	@echo "make horovod - build/install the patched Horovod wheel into .venv (cached in ~/.cache/ednn/wheels)"
+help: ## list the targets and what they do (this text, generated from the comments on the targets)
+	@echo "usage: make TARGET   (a new user needs two: make demo, make test)"
+	@awk 'BEGIN {FS = ":.*## "} /^[A-Za-z0-9_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,40 +22,40 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	@touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed ## create .venv: ednn (editable), TensorFlow (TF=cpu|gpu), the data and test extras
 
-horovod: venv
+horovod: venv ## build/install the patched Horovod wheel into .venv (cached in ~/.cache/ednn/wheels)
 	bash scripts/build_horovod.sh $(VENV)
 
-lint: venv
+lint: venv ## ruff on ednn, data_gen, tests, experiments
 	$(BIN)/ruff check ednn data_gen tests experiments
 
-test: venv horovod lint
+test: venv horovod lint ## lint and the default test suite (sets up .venv with the test extras and Horovod)
 	$(BIN)/python -m pytest -q -m "not slow" --durations=10 tests
 
-test-slow: venv
+test-slow: venv ## the long tests (pytest -m slow)
 	$(BIN)/python -m pytest -q -m slow tests
 
-data: venv
+data: venv ## build the reference Tersoff datasets data/train.h5 and data/transfer.h5
 	$(BIN)/python -m data_gen.reference --out data
 
-data-ising: venv
+data-ising: venv ## build the Ising datasets (8x8 train, 128x128 test) in data/
 	$(BIN)/python -m data_gen.ising --out data
 
-demo: venv
+demo: venv ## the main job: Tersoff dataset, training, evaluation, runs/demo/report.md
 	$(BIN)/ednn demo --out runs/demo
 
-bench-raster: venv
+bench-raster: venv ## rasterizer benchmark -> experiments/results/bench_raster.{json,png}
 	$(BIN)/python experiments/bench_raster.py
 
-bench-predict: venv
+bench-predict: venv ## prediction latency and streaming throughput benchmark
 	$(BIN)/python experiments/bench_predict.py --config experiments/long_train.yaml
 
-ising: venv
+ising: venv ## train on 8x8 Ising configurations, predict 128x128 (experiments/ising_transfer.py)
 	$(BIN)/python experiments/ising_transfer.py
 
-long-train: venv data
+long-train: venv data ## the long training run on make data (about 90 minutes)
 	nice -n 10 $(BIN)/python experiments/long_train.py --config experiments/long_train_heights.yaml --minutes 90
 
-clean:
+clean: ## remove runs/, caches and build files
 	rm -rf runs/ .pytest_cache build *.egg-info

@@ -1,4 +1,11 @@
-"""Figures: parity plots, learning curves, energy maps (atomic PNG writes).
+"""Figures: parity plots, learning curves, energy maps.
+
+Each figure has a builder that returns a :class:`matplotlib.figure.Figure`
+(``parity_figure``, ``learning_curve_figure``, ``energy_map_figure``) and a
+writer that builds and saves it (``parity_plot``, ``learning_curve``,
+``energy_map_plot``). :func:`save_fig` writes atomically (tmp + rename) in
+the format named by the file's extension: PNG at 300 dpi (fit for a paper),
+or the vector formats PDF and SVG.
 
 The figures are built with :class:`matplotlib.figure.Figure` directly, not
 through pyplot, so calling these functions never changes the matplotlib
@@ -8,6 +15,7 @@ backend (a Jupyter notebook keeps its inline plots) and needs no display.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -15,32 +23,97 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["parity_plot", "learning_curve", "energy_map_plot", "save_fig"]
+from .errors import InputError
+
+__all__ = [
+    "FORMATS",
+    "DPI",
+    "save_fig",
+    "parity_figure",
+    "parity_plot",
+    "learning_curve_figure",
+    "learning_curve",
+    "energy_map_figure",
+    "energy_map_plot",
+]
+
+#: file formats :func:`save_fig` writes (the path's extension picks one)
+FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
+#: resolution of raster output (PNG, and the rasterized map inside a PDF/SVG)
+DPI = 300
 
 
-def _figure(figsize: tuple[float, float]):
+def _figure(figsize: tuple[float, float], layout: str | None = None):
     """A figure and one axes, outside pyplot (no backend, no global state)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout=layout)
     return fig, fig.subplots()
 
 
-def save_fig(fig, path: str | os.PathLike, dpi: int = 120) -> str:
-    """Save a figure atomically (tmp + rename); a pyplot figure is also closed."""
+def figure_format(path: str | os.PathLike) -> str:
+    """The figure format named by ``path``'s extension, checked against :data:`FORMATS`.
+
+    Raises
+    ------
+    InputError
+        The extension is missing or not one of :data:`FORMATS`.
+    """
+    ext = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if ext not in FORMATS:
+        raise InputError(f"cannot save a figure as {os.fspath(path)!r}: the file name must end in one of "
+                         f"{', '.join('.' + f for f in FORMATS)} (PNG at {DPI} dpi, or vector PDF/SVG)")
+    return ext
+
+
+def save_fig(fig: Any, path: str | os.PathLike, dpi: int = DPI) -> str:
+    """Save a figure atomically (tmp + rename) in the format of ``path``'s extension.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure (a pyplot figure is also closed after saving).
+    path : str or os.PathLike
+        Output file ending in ``.png``, ``.pdf`` or ``.svg``.
+    dpi : int
+        Resolution of PNG output and of rasterized artists in vector output.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
     path = os.fspath(path)
+    fmt = figure_format(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    tmp = f"{path}.tmp{os.getpid()}.{fmt}"
+    fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
     os.replace(tmp, path)
     if "matplotlib.pyplot" in sys.modules:
         sys.modules["matplotlib.pyplot"].close(fig)
     return path
 
 
-def parity_plot(true_per_atom: Sequence[float], pred_per_atom: Sequence[float], path: str,
-                title: str = "", groups: Sequence[Any] | None = None, baseline_mae_mev: float | None = None) -> str:
-    """Predicted vs reference energy per atom (eV/atom), with MAE/RMSE in meV/atom."""
+# ---------------------------------------------------------------- parity
+def parity_figure(true_per_atom: Sequence[float], pred_per_atom: Sequence[float], title: str = "",
+                  groups: Sequence[Any] | None = None, baseline_mae_mev: float | None = None):
+    """Predicted vs reference energy per atom (eV/atom), with MAE/RMSE in meV/atom.
+
+    Parameters
+    ----------
+    true_per_atom, pred_per_atom : sequence of float
+        Reference and predicted energies per atom (eV/atom).
+    title : str
+        Axes title.
+    groups : sequence, optional
+        A label per point (e.g. the structure kind); one colour and legend entry per label.
+    baseline_mae_mev : float, optional
+        MAE of a baseline (meV/atom) to quote beside the model's.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     t, p = np.asarray(true_per_atom, float), np.asarray(pred_per_atom, float)
     err = 1000 * (p - t)
     fig, ax = _figure((4.6, 4.4))
@@ -61,40 +134,167 @@ def parity_plot(true_per_atom: Sequence[float], pred_per_atom: Sequence[float], 
         txt += f"\ncomposition baseline {baseline_mae_mev:.1f}"
     ax.text(0.04, 0.96, txt, transform=ax.transAxes, va="top", fontsize=8)
     ax.set_title(title, fontsize=9)
-    return save_fig(fig, path)
+    return fig
 
 
-def learning_curve(log: str | Sequence[dict], path: str, title: str = "") -> str:
-    """Train/validation MAE (meV/atom, log scale) and learning rate per epoch from ``log.json``."""
-    hist = json.load(open(log)) if isinstance(log, str) else list(log)
-    ep = [h["epoch"] for h in hist]
+def parity_plot(true_per_atom: Sequence[float], pred_per_atom: Sequence[float], path: str,
+                title: str = "", groups: Sequence[Any] | None = None, baseline_mae_mev: float | None = None) -> str:
+    """Write :func:`parity_figure` to ``path`` (.png, .pdf or .svg); returns ``path``."""
+    return save_fig(parity_figure(true_per_atom, pred_per_atom, title, groups, baseline_mae_mev), path)
+
+
+# -------------------------------------------------------- learning curve
+def _log_axis(axis: Any, values: np.ndarray) -> None:
+    """Readable log ticks: plain numbers (``10``, ``20``, ``50``) at 1-2-5 steps, unlabelled minor ticks."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    v = values[np.isfinite(values) & (values > 0)]
+    span = math.log10(v.max() / v.min()) if v.size else 1.0
+    subs = tuple(range(1, 10)) if span < 0.5 else (1.0, 2.0, 5.0) if span <= 2.5 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=20))
+    axis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}"))
+    axis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10)), numticks=20))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def learning_curve_figure(log: str | os.PathLike | Sequence[dict], title: str = ""):
+    """Train/validation MAE (meV/atom, log scale) and learning rate per epoch.
+
+    Parameters
+    ----------
+    log : path or sequence of dict
+        ``log.json`` of a run, or its parsed history (rows with ``epoch``,
+        ``mae_mev``, optional ``val_mae_mev``, ``lr``).
+    title : str
+        Axes title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One legend names every curve (both axes); the best validation epoch is marked.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    if isinstance(log, (str, os.PathLike)):
+        with open(log) as fh:
+            hist = json.load(fh)
+    else:
+        hist = list(log)
+    if not hist:
+        raise InputError("the training log is empty: no epoch has finished yet, so there is no curve to draw")
+    ep = np.array([h["epoch"] for h in hist])
     fig, ax = _figure((5.2, 3.6))
-    ax.plot(ep, [h["mae_mev"] for h in hist], label="train MAE")
-    if hist and "val_mae_mev" in hist[0]:
-        ax.plot(ep, [h["val_mae_mev"] for h in hist], label="validation MAE")
+    mae = np.array([h["mae_mev"] for h in hist], float)
+    ax.plot(ep, mae, "C0-", label="train MAE")
+    shown = [mae]
+    if "val_mae_mev" in hist[0]:
+        val = np.array([h["val_mae_mev"] for h in hist], float)
+        ax.plot(ep, val, "C1-", label="validation MAE")
+        best = int(np.nanargmin(val))
+        ax.plot([ep[best]], [val[best]], "C1*", ms=9, label=f"best validation ({val[best]:.3g}, epoch {ep[best]})")
+        shown.append(val)
     ax.set_yscale("log")
+    _log_axis(ax.yaxis, np.concatenate(shown))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(which="major", alpha=0.3)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("meV/atom")
-    ax2 = ax.twinx()
-    ax2.plot(ep, [h["lr"] for h in hist], "k:", lw=0.8, label="learning rate")
-    ax2.set_ylabel("learning rate")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_ylabel("energy MAE (meV/atom)")
+    handles, labels = ax.get_legend_handles_labels()
+    if "lr" in hist[0]:
+        ax2 = ax.twinx()
+        ax2.plot(ep, [h["lr"] for h in hist], "k:", lw=0.8, label="learning rate")
+        ax2.set_ylabel("learning rate")
+        ax2.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, loc="upper right", fontsize=8)
     ax.set_title(title, fontsize=9)
-    return save_fig(fig, path)
+    return fig
 
 
-def energy_map_plot(atoms: Any, emap: np.ndarray, path: str, title: str = "") -> str:
-    """Per-pixel energy map (meV per pixel) of a 2D structure with the atoms overlaid (cell coordinates)."""
-    fig, ax = _figure((5, 4.4))
-    n0, n1 = emap.shape
-    m = emap - np.median(emap)
+def learning_curve(log: str | os.PathLike | Sequence[dict], path: str, title: str = "") -> str:
+    """Write :func:`learning_curve_figure` to ``path`` (.png, .pdf or .svg); returns ``path``."""
+    return save_fig(learning_curve_figure(log, title), path)
+
+
+# ------------------------------------------------------------ energy map
+def _block_edges(n: int, block: int) -> np.ndarray:
+    """Pixel indices where blocks of ``block`` pixels start, plus ``n`` (the last block may be shorter)."""
+    return np.append(np.arange(0, n, block), n)
+
+
+def energy_map_figure(atoms: Any, emap: np.ndarray, title: str = "", block: int = 1):
+    """Energy map of a 2D structure in Angstrom, in the true cell geometry, with the atoms by species.
+
+    Pixel ``(i, j)`` of the map sits at the fractional coordinates
+    ``(i/n0, j/n1)`` (:mod:`ednn.image.raster`), so it is drawn as the
+    parallelogram around ``(i/n0) a1 + (j/n1) a2`` (``pcolormesh`` on the skewed
+    pixel corners, equal aspect). The colour is the energy density in
+    meV/Angstrom^2 minus its median, so blocks of any size and strained cells
+    compare directly; the atoms are drawn on top, one colour per element
+    (Jmol colours), named in the figure's legend.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        The structure (its first two cell vectors are the map's axes).
+    emap : ndarray, shape (n0, n1) or (n0, n1, n2)
+        Per-pixel energies (eV), e.g. ``model.energy_map(atoms)``; a 3D map is
+        summed along the third cell vector.
+    title : str
+        Axes title.
+    block : int
+        Sum ``block x block`` pixels into one cell of the drawing (the last
+        row and column of blocks may be narrower, so the whole cell is drawn).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from ase.data import chemical_symbols
+    from ase.data.colors import jmol_colors
+
+    e = np.asarray(emap, dtype=np.float64)
+    if e.ndim == 3:
+        e = e.sum(axis=2)
+    if e.ndim != 2:
+        raise InputError(f"an energy map must have shape (n0, n1) or (n0, n1, n2), got {e.shape}")
+    if not isinstance(block, int) or block < 1:
+        raise InputError(f"block must be a positive integer number of pixels, got {block!r}")
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    a1, a2 = cell[0, :2], cell[1, :2]
+    n0, n1 = e.shape
+    e0, e1 = _block_edges(n0, block), _block_edges(n1, block)
+    sums = np.add.reduceat(np.add.reduceat(e, e0[:-1], axis=0), e1[:-1], axis=1)
+    f0, f1 = (e0 - 0.5) / n0, (e1 - 0.5) / n1  # pixel m covers fractions (m - 1/2)/n .. (m + 1/2)/n
+    corners = f0[:, None, None] * a1 + f1[None, :, None] * a2
+    area = abs(float(a1[0] * a2[1] - a1[1] * a2[0])) * np.outer(np.diff(f0), np.diff(f1))
+    dens = 1000 * sums / area
+    m = dens - np.median(dens)
     v = float(np.percentile(np.abs(m), 99.5)) or 1.0
-    im = ax.imshow(1000 * m.T, origin="lower", cmap="RdBu_r", vmin=-1000 * v, vmax=1000 * v,
-                   extent=(0, n0, 0, n1), aspect="auto")
-    frac = atoms.get_scaled_positions()[:, :2] % 1.0
-    ax.scatter(frac[:, 0] * n0, frac[:, 1] * n1, s=3, c="k", alpha=0.5)
-    fig.colorbar(im, ax=ax, label="energy - median (meV)")
-    ax.set_xlabel("along cell vector 1 (map cells)")
-    ax.set_ylabel("along cell vector 2 (map cells)")
+    span = np.ptp(corners.reshape(-1, 2), axis=0)
+    fig, ax = _figure((5.6, float(np.clip(3.9 * span[1] / max(span[0], 1e-9) + 1.5, 2.8, 8.0))),
+                      layout="constrained")
+    mesh = ax.pcolormesh(corners[..., 0], corners[..., 1], m, cmap="RdBu_r", vmin=-v, vmax=v, shading="flat",
+                         rasterized=True)
+    outline = np.array([[0, 0], a1, a1 + a2, a2, [0, 0]])
+    ax.plot(outline[:, 0], outline[:, 1], "k-", lw=0.6)
+    xy = (atoms.get_scaled_positions(wrap=True)[:, :2] % 1.0) @ np.array([a1, a2])
+    size = float(np.clip(4000.0 / max(len(atoms), 1), 2.0, 30.0))
+    for z in sorted(set(np.asarray(atoms.numbers).tolist())):
+        sel = np.asarray(atoms.numbers) == z
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=size, color=jmol_colors[z], edgecolors="k", linewidths=0.3,
+                   label=chemical_symbols[z])
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (Å)")
+    ax.set_ylabel("y (Å)")
+    fig.colorbar(mesh, ax=ax, label="energy density - median (meV/Å²)", shrink=0.8)
+    fig.legend(title="atoms", loc="outside lower center", ncol=8, fontsize=8,
+               markerscale=max(1.0, 20.0 / size) ** 0.5, frameon=False)
     ax.set_title(title, fontsize=9)
-    return save_fig(fig, path)
+    return fig
+
+
+def energy_map_plot(atoms: Any, emap: np.ndarray, path: str, title: str = "", block: int = 1) -> str:
+    """Write :func:`energy_map_figure` to ``path`` (.png, .pdf or .svg); returns ``path``."""
+    return save_fig(energy_map_figure(atoms, emap, title, block), path)
