@@ -30,4 +30,4 @@ from .image.raster import (  # noqa: F401
     rasterize_tf,
 )
 from .image.tiling import TileLayout, layout_for, tile, untile  # noqa: F401
-from .predict.artifact import load  # noqa: F401
+from .predict.model import EnergyModel, load  # noqa: F401

@@ -1,17 +1,21 @@
-"""Training configuration: one JSON/YAML file, validated, defaults filled in.
+"""Training configuration: one schema for every section, validated, defaults filled in.
 
 Sections (every key optional)::
 
-    out: runs/model          # run folder: checkpoint, logs, model/
+    out: runs/model          # run folder: checkpoint, logs, split.json, model/
     seed: 0
-    data:   {train, val, val_fraction, test_fraction, max_structures}
+    data:   {train, val, val_fraction, test_fraction, split_seed, max_structures, targets}
     grid:   {species, spacing, sigma, cutoff, mode, dim, focus, context, min_vacuum, heights}
-    model:  {head, layers, filters, kernel, activation, readout, residual}
-    train:  {epochs, batch_size, optimizer, learning_rate, ...}
+    model:  {head, layers, filters, kernel, activation, readout, residual, vacuum_zero,
+             input_scale, metric_channels, pair_features, energy, fields}
+    train:  {epochs, batch_size, optimizer, learning_rate, ..., force_weight, field_weight}
 
-Unknown keys and wrong types raise :class:`ednn.errors.ConfigError` naming the
-key and the valid options. :func:`load_config` reads a file or takes a dict
-and returns the complete, normalized configuration.
+:data:`DEFAULTS` holds every key's default (the grid's come from
+:data:`ednn.image.grid.GRID_DEFAULTS`, shared with :class:`~ednn.image.grid.GridSpec`).
+Unknown keys, wrong types and out-of-range numbers raise
+:class:`ednn.errors.ConfigError` naming the key, what is allowed and the value
+given. :func:`load_config` reads a JSON/YAML file (YAML numbers such as ``3e-3``
+are numbers) or takes a dict and returns the complete, normalized configuration.
 """
 
 from __future__ import annotations
@@ -20,98 +24,208 @@ import copy
 import json
 import math
 import os
+import re
 from typing import Any
 
 from .errors import ConfigError
-from .predict.model import normalize_model_config
+from .image.grid import GRID_DEFAULTS
+from .properties import ENERGY, get_property
 
-__all__ = ["DEFAULTS", "load_config", "normalize_config", "dump_config"]
+__all__ = ["DEFAULTS", "SCHEMA", "DEFAULT_MODEL", "HEADS", "ACTIVATIONS", "load_config", "normalize_config",
+           "normalize_model_config", "dump_config", "config_diff", "receptive_radius"]
 
 _NUM = (int, float)
 _OPT_STR = (str, type(None))
 _OPT_INT = (int, type(None))
 _OPT_NUM = (int, float, type(None))
 
-#: (default, allowed types, allowed values or None) per key
-SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None]]] = {
+HEADS = ("density", "dense")
+ACTIVATIONS = ("swish", "silu", "tanh", "softplus", "gelu", "elu", "relu", "shifted_softplus")
+
+# A range is (low, high, low_inclusive, high_inclusive); None for an open side. Numbers only.
+_Range = tuple[float | None, float | None, bool, bool] | None
+_POS = (0.0, None, False, False)  # > 0
+_NONNEG = (0.0, None, True, False)  # >= 0
+_ONE_UP = (1, None, True, False)  # >= 1
+_FRAC = (0.0, 1.0, True, False)  # [0, 1)
+_UNIT = (0.0, 1.0, True, True)  # [0, 1]
+_OPEN_UNIT = (0.0, 1.0, False, False)  # (0, 1)
+
+#: key -> (default, allowed types, allowed values or None, numeric range or None), per section
+SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]] = {
     "data": {
-        "train": (None, _OPT_STR, None),
-        "val": (None, _OPT_STR, None),
-        "val_fraction": (0.1, _NUM, None),
-        "test_fraction": (0.0, _NUM, None),
-        "split_seed": (0, (int,), None),
-        "max_structures": (None, _OPT_INT, None),
+        "train": (None, _OPT_STR, None, None),
+        "val": (None, _OPT_STR, None, None),
+        "val_fraction": (0.1, _NUM, None, _FRAC),
+        # the test split (data.split_indices): held out of training and validation; the README's test set
+        "test_fraction": (0.1, _NUM, None, _FRAC),
+        "split_seed": (0, (int,), None, _NONNEG),
+        "max_structures": (None, _OPT_INT, None, _ONE_UP),
+        # labels to train on: "energy" and/or per-voxel targets (datasets' targets/<name>)
+        "targets": (["energy"], (list,), None, None),
     },
     "grid": {
-        "species": (None, (list, type(None)), None),
-        "spacing": (0.62375, _NUM, None),  # A_BNC / 4 (structures.A_BNC = 2.495 A): commensurate cells
-        "sigma": (0.5, _NUM, None),
-        "cutoff": (4.0, _NUM, None),
-        "mode": ("species", (str,), ("species", "z")),
-        "dim": (2, (int,), (2, 3)),
-        "focus": (16, (int,), None),
-        "context": (None, _OPT_INT, None),
-        "min_vacuum": (5.0, _NUM, None),
+        "species": (None, (list, type(None)), None, None),  # None: the elements found in the training data
+        "spacing": (GRID_DEFAULTS["spacing"], _NUM, None, _POS),
+        "sigma": (GRID_DEFAULTS["sigma"], _NUM, None, _POS),
+        "cutoff": (GRID_DEFAULTS["cutoff"], _NUM, None, _POS),
+        "mode": (GRID_DEFAULTS["mode"], (str,), ("species", "z"), None),
+        "dim": (GRID_DEFAULTS["dim"], (int,), (2, 3), None),
+        "focus": (GRID_DEFAULTS["focus"], (int,), None, _ONE_UP),
+        "context": (None, _OPT_INT, None, _ONE_UP),  # None: the network's receptive radius
+        "min_vacuum": (GRID_DEFAULTS["min_vacuum"], _NUM, None, _NONNEG),
         # height-moment channels (see GridSpec); None: 1 for 2D grids (sheets move out of plane), 0 for 3D
-        "heights": (None, _OPT_INT, (None, 0, 1, 2, 3, 4)),
+        "heights": (None, _OPT_INT, (None, 0, 1, 2, 3, 4), None),
+    },
+    "model": {
+        "head": ("density", (str,), HEADS, None),
+        "layers": (5, (int,), None, _ONE_UP),  # conv layers (receptive radius 5 px = 3.1 A at the default grid)
+        "filters": (32, (int, list), None, None),  # int or one int per conv layer
+        "kernel": (3, (int,), None, _ONE_UP),  # odd
+        "activation": ("swish", (str,), ACTIVATIONS, None),
+        "readout": ([32], (list,), None, None),  # 1x1 conv (density head) or dense (dense head) hidden widths
+        "residual": (True, (bool,), None, None),  # residual connections between equal-width conv layers
+        "vacuum_zero": (True, (bool,), None, None),  # subtract the output on an empty tile: vacuum gives zero
+        "input_scale": (3.0, _NUM, None, _POS),  # inputs (about 1 at an atom centre) times this
+        "metric_channels": (False, (bool, type(None)), None, None),  # pixel-metric input channels; None: auto
+        "pair_features": (False, (bool,), None, None),  # products x_i * x_j of input channels as inputs
+        "energy": (True, (bool,), None, None),  # the extensive energy output (channel 0)
+        "fields": ({}, (dict,), None, None),  # per-voxel outputs: name -> channels (set from data.targets)
     },
     "train": {
-        "epochs": (60, (int,), None),
-        "batch_size": (8, (int,), None),
-        "optimizer": ("adam", (str,), ("adam", "adamw", "sgd")),
-        "learning_rate": (3e-3, _NUM, None),
-        "weight_decay": (0.0, _NUM, None),
-        "schedule": ("cosine", (str,), ("constant", "cosine", "exponential", "plateau")),
-        "min_lr_fraction": (0.02, _NUM, None),
-        "decay_rate": (0.95, _NUM, None),
-        "warmup_epochs": (0, (int,), None),
-        "plateau_patience": (5, (int,), None),
-        "plateau_factor": (0.5, _NUM, None),
-        "patience": (0, (int,), None),
-        "restore_best": (True, (bool,), None),
-        "clip_norm": (None, _OPT_NUM, None),
-        "loss": ("mse", (str,), ("mse", "mae", "huber")),
-        "huber_delta": (0.5, _NUM, None),
-        # weight of the force term (mean squared force error / mean squared reference force) in the loss;
-        # 0: energies only. > 0 needs forces in the data and the density head
-        "force_weight": (0.0, _NUM, None),
-        "lr_scaling": ("none", (str,), ("none", "linear", "sqrt")),
-        "backend": ("auto", (str,), ("auto", "serial", "horovod")),
-        "progress": (True, (bool,), None),
-        "max_time_s": (None, _OPT_NUM, None),
-        "threads": (None, _OPT_INT, None),
-        "bucket": (8, (int,), None),
-        "deterministic": (True, (bool,), None),
+        "epochs": (60, (int,), None, _ONE_UP),
+        "batch_size": (8, (int,), None, _ONE_UP),
+        "optimizer": ("adam", (str,), ("adam", "adamw", "sgd"), None),
+        "learning_rate": (3e-3, _NUM, None, _POS),
+        "weight_decay": (0.0, _NUM, None, _NONNEG),
+        "schedule": ("cosine", (str,), ("constant", "cosine", "exponential", "plateau"), None),
+        "min_lr_fraction": (0.02, _NUM, None, _UNIT),
+        "decay_rate": (0.95, _NUM, None, (0.0, 1.0, False, True)),
+        "warmup_epochs": (0, (int,), None, _NONNEG),
+        "plateau_patience": (5, (int,), None, _ONE_UP),
+        "plateau_factor": (0.5, _NUM, None, _OPEN_UNIT),
+        "patience": (0, (int,), None, _NONNEG),  # early stopping; 0: never
+        "restore_best": (True, (bool,), None, None),
+        "clip_norm": (None, _OPT_NUM, None, _POS),
+        "loss": ("mse", (str,), ("mse", "mae", "huber"), None),
+        "huber_delta": (0.5, _NUM, None, _POS),
+        # weight of the force term (mean squared force error / mean squared reference force); 0: energies only
+        "force_weight": (0.0, _NUM, None, _NONNEG),
+        # weight of each per-voxel field term (mean squared error in units of the field's scale)
+        "field_weight": (1.0, _NUM, None, _NONNEG),
+        "lr_scaling": ("none", (str,), ("none", "linear", "sqrt"), None),
+        "backend": ("auto", (str,), ("auto", "serial", "horovod"), None),
+        "progress": (True, (bool,), None, None),
+        "max_time_s": (None, _OPT_NUM, None, _POS),
+        "threads": (None, _OPT_INT, None, _ONE_UP),
+        "bucket": (8, (int,), None, _ONE_UP),
+        "deterministic": (True, (bool,), None, None),
     },
 }
-TOP: dict[str, tuple[Any, tuple[type, ...], tuple | None]] = {
-    "out": ("runs/model", (str,), None),
-    "seed": (0, (int,), None),
+TOP: dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]] = {
+    "out": ("runs/model", (str,), None, None),
+    "seed": (0, (int,), None, _NONNEG),
 }
-SECTIONS = ("data", "grid", "model", "train")
+SECTIONS = tuple(SCHEMA)
 
 DEFAULTS: dict[str, Any] = {k: v[0] for k, v in TOP.items()}
-DEFAULTS.update({s: {k: v[0] for k, v in keys.items()} for s, keys in SCHEMA.items()})
+DEFAULTS.update({s: {k: copy.deepcopy(v[0]) for k, v in keys.items()} for s, keys in SCHEMA.items()})
+#: Default architecture (chosen by measurement, see README "Training").
+DEFAULT_MODEL: dict[str, Any] = DEFAULTS["model"]
 
 
-def _check(where: str, value: Any, types: tuple[type, ...], allowed: tuple | None) -> Any:
-    if isinstance(value, bool) and bool not in types:
-        ok = False
-    else:
-        ok = isinstance(value, types)
+def _range_text(r: _Range) -> str:
+    lo, hi, li, hi_inc = r
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>=' if li else '>'} {lo:g}")
+    if hi is not None:
+        parts.append(f"{'<=' if hi_inc else '<'} {hi:g}")
+    return " and ".join(parts)
+
+
+def _check(where: str, value: Any, types: tuple[type, ...], allowed: tuple | None, rng: _Range = None) -> Any:
+    ok = not (isinstance(value, bool) and bool not in types) and isinstance(value, types)
     if not ok:
         names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
         raise ConfigError(f"{where} must be {names}, got {type(value).__name__} {value!r}")
     if allowed is not None and value not in allowed:
         raise ConfigError(f"{where} must be one of {list(allowed)}, got {value!r}")
-    if float in types and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        if rng is not None:
+            lo, hi, li, hi_inc = rng
+            bad = (lo is not None and (value < lo or (value == lo and not li))) or (
+                hi is not None and (value > hi or (value == hi and not hi_inc)))
+            if bad:
+                raise ConfigError(f"{where} must be {_range_text(rng)}, got {value!r}")
+        if float in types and isinstance(value, int):
+            value = float(value)
     return value
+
+
+def _section(sec: str, given: Any) -> dict[str, Any]:
+    keys = SCHEMA[sec]
+    given = {} if given is None else given
+    if not isinstance(given, dict):
+        raise ConfigError(f"config section {sec!r} must be a mapping, got {type(given).__name__}")
+    bad = sorted(set(given) - set(keys))
+    if bad:
+        raise ConfigError(f"unknown key(s) {[f'{sec}.{b}' for b in bad]}; valid keys in {sec!r} are {sorted(keys)}")
+    out = {}
+    for k, (default, types, allowed, rng) in keys.items():
+        out[k] = _check(f"{sec}.{k}", given[k], types, allowed, rng) if k in given else copy.deepcopy(default)
+    return out
+
+
+def normalize_model_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate the ``model`` section (an architecture dict) and fill in defaults.
+
+    Raises
+    ------
+    ConfigError
+        Naming the offending key and the valid options.
+    """
+    out = _section("model", copy.deepcopy(cfg) if cfg else {})
+    if out["kernel"] % 2 == 0:
+        raise ConfigError(f"model.kernel must be a positive odd integer, got {out['kernel']}")
+    f = out["filters"]
+    if isinstance(f, list):
+        if len(f) != out["layers"] or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in f):
+            raise ConfigError(
+                f"model.filters as a list needs one positive int per conv layer ({out['layers']}), got {f}"
+            )
+    elif f < 1:
+        raise ConfigError(f"model.filters must be positive, got {f}")
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in out["readout"]):
+        raise ConfigError(f"model.readout must be a list of positive ints, got {out['readout']}")
+    fields = {}
+    for name, ch in out["fields"].items():
+        prop = get_property(name)  # ConfigError-like PropertyError for unknown names
+        if prop.kind != "voxel":
+            raise ConfigError(f"model.fields.{name}: {name!r} is a per-{prop.kind} property, not a per-voxel field")
+        if isinstance(ch, bool) or not isinstance(ch, int) or ch < 1:
+            raise ConfigError(f"model.fields.{name} must be a positive number of channels, got {ch!r}")
+        fields[str(name)] = int(ch)
+    out["fields"] = fields
+    if not out["energy"] and not fields:
+        raise ConfigError("model has no outputs: set model.energy: true or name per-voxel fields in model.fields")
+    if fields and out["head"] == "dense":
+        raise ConfigError("per-voxel fields need the density head (model.head: density); the dense head gives "
+                          "one number per tile")
+    return out
+
+
+def receptive_radius(model_config: dict[str, Any]) -> int:
+    """Receptive radius in pixels of the conv trunk (``layers * (kernel // 2)``)."""
+    cfg = normalize_model_config(model_config)
+    return int(cfg["layers"] * (cfg["kernel"] // 2))
 
 
 def normalize_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     """Validate a configuration dict and fill in defaults (returns a new dict)."""
-    cfg = copy.deepcopy(cfg or {})
+    cfg = copy.deepcopy(cfg) if cfg is not None else {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"a configuration must be a mapping of sections, got {type(cfg).__name__}")
     valid_top = sorted(list(TOP) + list(SECTIONS))
@@ -119,53 +233,70 @@ def normalize_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown config key(s) {unknown}; valid top-level keys are {valid_top}")
     out: dict[str, Any] = {}
-    for k, (default, types, allowed) in TOP.items():
-        out[k] = _check(k, cfg[k], types, allowed) if k in cfg else default
-    for sec, keys in SCHEMA.items():
-        given = cfg.get(sec) or {}
-        if not isinstance(given, dict):
-            raise ConfigError(f"config section {sec!r} must be a mapping, got {type(given).__name__}")
-        bad = sorted(set(given) - set(keys))
-        if bad:
-            raise ConfigError(f"unknown key(s) {[f'{sec}.{b}' for b in bad]}; valid keys in {sec!r} are {sorted(keys)}")
-        out[sec] = {}
-        for k, (default, types, allowed) in keys.items():
-            out[sec][k] = _check(f"{sec}.{k}", given[k], types, allowed) if k in given else copy.deepcopy(default)
-    model = cfg.get("model") or {}
-    if not isinstance(model, dict):
-        raise ConfigError(f"config section 'model' must be a mapping, got {type(model).__name__}")
-    out["model"] = normalize_model_config(model)
+    for k, (default, types, allowed, rng) in TOP.items():
+        out[k] = _check(k, cfg[k], types, allowed, rng) if k in cfg else default
+    for sec in SECTIONS:
+        if sec == "model":
+            given = cfg.get("model") or {}
+            if not isinstance(given, dict):
+                raise ConfigError(f"config section 'model' must be a mapping, got {type(given).__name__}")
+            out["model"] = normalize_model_config(given)
+        else:
+            out[sec] = _section(sec, cfg.get(sec))
     t, d, g = out["train"], out["data"], out["grid"]
-    for k in ("epochs", "batch_size", "bucket"):
-        if t[k] < 1:
-            raise ConfigError(f"train.{k} must be >= 1, got {t[k]}")
-    if t["learning_rate"] <= 0:
-        raise ConfigError(f"train.learning_rate must be > 0, got {t['learning_rate']}")
-    if not 0 <= t["force_weight"] < math.inf:
-        raise ConfigError(f"train.force_weight must be >= 0 (0: energies only), got {t['force_weight']}")
+    if d["val_fraction"] + d["test_fraction"] >= 1:
+        raise ConfigError(f"data.val_fraction + data.test_fraction = {d['val_fraction'] + d['test_fraction']:g} "
+                          "leaves no training data; make the sum < 1")
+    targets = d["targets"]
+    if not targets or not all(isinstance(x, str) for x in targets) or len(set(targets)) != len(targets):
+        raise ConfigError(f"data.targets must be a non-empty list of distinct names, e.g. ['energy'], got {targets}")
+    for name in targets:
+        prop = get_property(name)
+        if name != ENERGY.key and prop.kind != "voxel":
+            raise ConfigError(f"data.targets: {name!r} is a per-{prop.kind} property; train on 'energy' "
+                              "(forces through train.force_weight) and per-voxel targets")
+    out["model"]["energy"] = ENERGY.key in targets  # the energy output exists when the energy is a target
+    if not out["model"]["energy"] and not out["model"]["fields"] and len(targets) == 0:
+        raise ConfigError("data.targets is empty: name at least one label to train on")
+    if g["species"] is not None and not g["species"]:
+        raise ConfigError("grid.species is empty; list the elements, e.g. ['B', 'C', 'N'], or leave it out")
     if t["force_weight"] > 0 and out["model"]["head"] == "dense":
         raise ConfigError("train.force_weight > 0 needs the density head (model.head: density); the dense head "
                           "has a fixed tile layout per cell")
-    for k in ("val_fraction", "test_fraction"):
-        if not 0 <= d[k] < 1:
-            raise ConfigError(f"data.{k} must be in [0, 1), got {d[k]}")
-    for k in ("spacing", "sigma", "cutoff"):
-        if g[k] <= 0:
-            raise ConfigError(f"grid.{k} must be > 0, got {g[k]}")
+    if t["force_weight"] > 0 and ENERGY.key not in targets:
+        raise ConfigError("train.force_weight > 0 needs 'energy' in data.targets (forces are -dE/dpositions)")
     return out
 
 
-def load_config(source: str | os.PathLike | dict[str, Any] | None) -> dict[str, Any]:
-    """Read a JSON/YAML config file (or take a dict) and normalize it.
+class _Loader:
+    """A YAML SafeLoader that reads ``3e-3`` as a number (YAML 1.1 asks for ``3.0e-3``)."""
 
-    Raises
-    ------
-    ConfigError
-        Missing/unreadable file, a parse error, unknown keys, wrong types.
-    """
-    if source is None or isinstance(source, dict):
-        return normalize_config(source)
-    path = os.fspath(source)
+    _cls = None
+
+    @classmethod
+    def get(cls):
+        if cls._cls is None:
+            import yaml
+
+            class Loader(yaml.SafeLoader):
+                pass
+
+            Loader.add_implicit_resolver(
+                "tag:yaml.org,2002:float",
+                re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+                list("-+0123456789."),
+            )
+            cls._cls = Loader
+        return cls._cls
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw mapping in a JSON/YAML config file (not yet validated)."""
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise ConfigError(f"config file {path!r} does not exist")
     with open(path) as fh:
@@ -176,15 +307,63 @@ def load_config(source: str | os.PathLike | dict[str, Any] | None) -> dict[str, 
         else:
             import yaml
 
-            data = yaml.safe_load(text)
-    except Exception as e:  # noqa: BLE001
-        raise ConfigError(f"cannot parse config file {path!r}: {e}") from None
-    return normalize_config(data)
+            data = yaml.load(text, Loader=_Loader.get())  # noqa: S506 (a SafeLoader subclass)
+    except Exception as e:  # noqa: BLE001 (json and yaml raise several types)
+        raise ConfigError(f"cannot parse config file {path!r}: {e}") from e
+    return {} if data is None else data
+
+
+def load_config(source: str | os.PathLike | dict[str, Any] | None,
+                overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Read a JSON/YAML config file (or take a dict), apply ``overrides`` and normalize.
+
+    Parameters
+    ----------
+    source : path or dict or None
+    overrides : dict, optional
+        ``{"train": {"epochs": 3}, "out": "runs/x"}``: applied to the raw
+        configuration before validation, so they are checked like file values.
+
+    Raises
+    ------
+    ConfigError
+        Missing/unreadable file, a parse error, unknown keys, wrong types, out-of-range values.
+    """
+    if source is None or isinstance(source, dict):
+        raw = copy.deepcopy(source) if source else {}
+    else:
+        raw = read_config_file(source)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a configuration must be a mapping of sections, got {type(raw).__name__}")
+    for k, v in (overrides or {}).items():
+        if isinstance(v, dict):
+            sec = raw.setdefault(k, {})
+            if not isinstance(sec, dict):
+                raise ConfigError(f"config section {k!r} must be a mapping, got {type(sec).__name__}")
+            sec.update(v)
+        else:
+            raw[k] = v
+    return normalize_config(raw)
+
+
+def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two (normalized) configurations."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        key = f"{prefix}{k}"
+        if isinstance(va, dict) and isinstance(vb, dict) and k != "fields":
+            out += config_diff(va, vb, key + ".")
+        elif va != vb:
+            out.append(key)
+    return out
 
 
 def dump_config(cfg: dict[str, Any], path: str) -> None:
     """Write a configuration as JSON (atomically)."""
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as fh:
         json.dump(cfg, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -25,7 +25,7 @@ def _model(head="density", seed=1, species=(5, 6, 7), **kw):
     cfg = dict(SMALL, head=head, **kw)
     m = EnergyModel.create(cfg, g, seed=seed)
     m.scale = 0.37
-    m.refs = np.array([-6.0, -7.4, -7.1])
+    m.refs = np.array([-6.0, -7.4, -7.1])[: len(species)]
     return m
 
 
@@ -163,7 +163,9 @@ def test_compiled_forces_one_trace_for_every_structure(extra):
         at.calc = calc
         f = at.get_forces()
         np.testing.assert_allclose(f, _eager_forces(m, at), atol=1e-4 * max(1.0, np.abs(f).max()))
-        assert at.get_potential_energy() == pytest.approx(m.predict_energy(at), rel=1e-12)
+        # the energy comes from the same compiled call as the forces (computed once): it is the NumPy-path
+        # energy up to the float32 TF rasterizer
+        assert at.get_potential_energy() == pytest.approx(m.predict_energy(at), rel=1e-8)
     assert m._generic_gradient_fn.experimental_get_tracing_count() == 1
     np.testing.assert_array_equal(m.predict_forces(structs[-1:])[0], f)  # the same compiled gradient
     _assert_forces_match_fd(m, structs[-1], f, [(1, 0), (4, 1), (7, 2)])

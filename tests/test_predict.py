@@ -62,7 +62,8 @@ def test_save_load_roundtrip_folder_and_zip(trained, tmp_path):
     np.testing.assert_array_equal(m2.predict_energies(structs[:4]), ref)
     cfg = json.load(open(out / "model" / "config.json"))
     assert cfg["grid"]["species"] == ["B", "C", "N"] and cfg["units"]["energy"] == "eV"
-    assert set(cfg["reference_energies"]) == {"B", "C", "N"} and cfg["scale"] > 0
+    e = cfg["outputs"]["energy"]
+    assert set(e["reference_energies"]) == {"B", "C", "N"} and e["scale"] > 0 and e["unit"] == "eV"
     assert cfg["ednn_version"] == ednn.__version__
     assert m1.grid == model.grid
 
@@ -176,7 +177,7 @@ def test_predict_energies_streams_huge_structures(trained, monkeypatch):
     structs = [_sheet(make_random_bcn(seed=s, reps=(6 + s, 5))) for s in range(3)]
     ref = model.predict_energies(structs)
     monkeypatch.setattr(models, "STREAM_PIXELS", 800)  # 750, 875, 1000 px: the 2nd and 3rd stream
-    import ednn.predict.stream as predict
+    import ednn.predict.model as predict
 
     calls = []
     orig = predict.stream_energy

@@ -14,7 +14,7 @@ BCN = ("B", "C", "N")
 
 
 def spec2d(**kw) -> GridSpec:
-    base = dict(species=BCN, spacing=A_GRAPHENE / 12, sigma=0.3, dim=2)
+    base = dict(species=BCN, spacing=A_GRAPHENE / 12, sigma=0.3, dim=2, cutoff=5.0)
     base.update(kw)
     return GridSpec(**base)
 
@@ -45,7 +45,7 @@ def test_channel_integral_equals_species_count(name, dim):
         spec = spec2d()
     else:
         atoms = as_3d(atoms, c=6.0)
-        spec = GridSpec(species=BCN, spacing=A_GRAPHENE / 10, sigma=0.3, dim=3)
+        spec = GridSpec(species=BCN, spacing=A_GRAPHENE / 10, sigma=0.3, dim=3, cutoff=5.0)
     img = rasterize(atoms, spec, dtype=np.float64)
     integral = img.reshape(-1, 3).sum(axis=0) * pixel_volume(atoms, spec)
     counts = np.array([(atoms.numbers == z).sum() for z in (5, 6, 7)], dtype=float)
@@ -76,7 +76,7 @@ def test_small_cell_sums_periodic_images():
     # cell (1.0 A) much smaller than the cutoff (1.5 A): every periodic image within the cutoff counts
     a = 1.0
     atoms = Atoms("C", positions=[[0.0, 0, 0]], cell=[a, a, 0], pbc=(True, True, False))
-    spec = GridSpec(species=("C",), spacing=0.1, sigma=0.3, dim=2)
+    spec = GridSpec(species=("C",), spacing=0.1, sigma=0.3, dim=2, cutoff=5.0)
     img = rasterize(atoms, spec, dtype=np.float64)
     x = np.arange(10) * 0.1
     ref = np.zeros((10, 10))

@@ -18,6 +18,22 @@ from ..errors import GridError
 
 MODES = ("species", "z")
 
+#: The one set of grid defaults: :class:`GridSpec`'s fields and the ``grid`` section of a
+#: training config (:data:`ednn.config.DEFAULTS`) both take them from here. The spacing is
+#: a quarter of the B/C/N lattice constant (2.495 A), so B/C/N supercells are commensurate.
+GRID_DEFAULTS: dict[str, Any] = {
+    "species": (5, 6, 7),
+    "spacing": 0.62375,
+    "sigma": 0.5,
+    "dim": 2,
+    "cutoff": 4.0,
+    "mode": "species",
+    "focus": 16,
+    "context": 8,
+    "min_vacuum": 5.0,
+    "heights": 0,
+}
+
 
 def _as_atomic_number(s: int | str) -> int:
     if isinstance(s, str):
@@ -69,16 +85,16 @@ class GridSpec:
         cannot see buckling or out-of-plane thermal motion; these channels can.
     """
 
-    species: tuple[int, ...] = (5, 6, 7)
-    spacing: float = 0.2
-    sigma: float = 0.3
-    dim: int = 2
-    cutoff: float = 5.0
-    mode: str = "species"
-    focus: int = 16
-    context: int = 8
-    min_vacuum: float = 5.0
-    heights: int = 0
+    species: tuple[int, ...] = GRID_DEFAULTS["species"]
+    spacing: float = GRID_DEFAULTS["spacing"]
+    sigma: float = GRID_DEFAULTS["sigma"]
+    dim: int = GRID_DEFAULTS["dim"]
+    cutoff: float = GRID_DEFAULTS["cutoff"]
+    mode: str = GRID_DEFAULTS["mode"]
+    focus: int = GRID_DEFAULTS["focus"]
+    context: int = GRID_DEFAULTS["context"]
+    min_vacuum: float = GRID_DEFAULTS["min_vacuum"]
+    heights: int = GRID_DEFAULTS["heights"]
 
     def __post_init__(self) -> None:
         sp = self.species

@@ -14,10 +14,11 @@ a single channel (``mode="z"``). The integral of a channel over the cell,
 species (times Z in mode ``"z"``), up to the truncation at the cutoff
 (``exp(-cutoff^2/2)`` relative in 2D) and the grid sampling error.
 
-Cost is O(N_atoms * stencil + pixels): every atom visits a fixed stencil of
-pixels around it. :func:`rasterize_strips` yields the image a strip of rows
-(along cell vector 1) at a time, so arbitrarily large sheets rasterize with
-bounded image memory.
+Every atom visits a fixed stencil of pixels around it. :func:`rasterize_strips`
+yields the image a strip of rows (along cell vector 1) at a time, so
+arbitrarily large sheets rasterize with bounded image memory; it reads all
+atoms once per strip, so its cost is O(strips * N_atoms + N_atoms * stencil +
+pixels), not linear in N for images of many strips (see issue 14).
 
 Two implementations: :func:`rasterize` (NumPy, the readable reference) and
 :func:`rasterize_tf` (TensorFlow, differentiable with respect to positions).
@@ -440,11 +441,17 @@ def raster_tf_inputs(p: Prepared, spec: GridSpec) -> dict[str, np.ndarray]:
     }
 
 
-def rasterize_tf_core(positions: Any, inputs: dict[str, Any], spec: GridSpec, dtype: Any = None):
+def rasterize_tf_core(positions: Any, inputs: dict[str, Any], spec: GridSpec, dtype: Any = None, deform: Any = None):
     """The TF rasterizer on tensors: ``positions`` (N, 3) and :func:`raster_tf_inputs`.
 
     Works with inputs of any size inside a ``tf.function`` (the image shape is
     ``inputs["n"]``, a tensor). Returns ``(n_1, ..., n_d, channels)``.
+
+    ``deform`` (d x d tensor, optional) is the periodic block of a homogeneous
+    deformation ``I + strain`` (row-vector convention: ``lattice @ deform``)
+    that has already been applied to ``positions``: the lattice and stencil
+    follow it, the pixel count does not. Derivatives with respect to it give
+    the stress.
     """
     import tensorflow as tf
 
@@ -461,14 +468,22 @@ def rasterize_tf_core(positions: Any, inputs: dict[str, Any], spec: GridSpec, dt
         return tf.cast(inputs[key], tf.int64)
 
     n_i, n_f = i64("n"), f("n")
-    frac = tf.matmul(pos[:, :d], f("inv_lattice"))
+    lattice, inv_lattice, offsets_cart = f("lattice"), f("inv_lattice"), f("offsets_cart")
+    if deform is not None:
+        D = tf.cast(deform, dtype)
+        lattice = tf.matmul(lattice, D)
+        inv_lattice = tf.matmul(tf.linalg.inv(D), inv_lattice)
+        offsets_cart = tf.matmul(offsets_cart, D)
+    frac = tf.matmul(pos[:, :d], inv_lattice)
     frac = frac - tf.stop_gradient(tf.floor(frac))
     scaled = frac * n_f
     base = tf.stop_gradient(tf.floor(scaled))
     phi = scaled - base
-    base_i = tf.minimum(tf.cast(base, tf.int64), n_i - 1)
-    phi_cart = tf.matmul(phi / n_f, f("lattice"))  # (N, d)
-    diff = f("offsets_cart")[None, :, :] - phi_cart[:, None, :]
+    # frac - floor(frac) can round to exactly 1.0 in float32: then base = n, which is pixel 0 of the
+    # next period with the same phi (wrap it; clipping to n - 1 would put the atom one pixel off)
+    base_i = tf.math.floormod(tf.cast(base, tf.int64), n_i)
+    phi_cart = tf.matmul(phi / n_f, lattice)  # (N, d)
+    diff = offsets_cart[None, :, :] - phi_cart[:, None, :]
     r2 = tf.reduce_sum(diff * diff, axis=-1)  # (N, S)
     mask = tf.cast(r2 <= spec.radius**2, dtype)
     vals = f("weights")[:, None] * tf.exp(-r2 * (0.5 / spec.sigma**2)) * mask

@@ -1,6 +1,6 @@
 """Prediction: the model object, model files, streaming for any size, the ASE calculator."""
 
-from .artifact import load, save_model  # noqa: F401
+from .artifact import save_model  # noqa: F401
 from .calculator import EDNNCalculator  # noqa: F401
-from .model import EnergyModel  # noqa: F401
-from .stream import stream_energy, stream_energy_map  # noqa: F401
+from .model import EnergyModel, load  # noqa: F401
+from .stream import stream_energy, stream_energy_map, stream_outputs  # noqa: F401

@@ -4,7 +4,8 @@ A model is one folder::
 
     model/
       config.json          # format, ednn version, units, grid contract, architecture,
-                           # reference energies (eV per species), scale (eV), metadata
+                           # outputs: energy (reference energies per species, scale)
+                           # and per-voxel fields (channels, scales, property), metadata
       model.weights.h5     # Keras weights of the network
 
 (or the same two files in a ``.zip``). The folder is written to a temporary
@@ -15,21 +16,24 @@ sibling and renamed into place, so a killed save never leaves a half model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from .. import __version__
 from ..errors import ModelError
-from ..image.grid import GridSpec
 
-__all__ = ["save_model", "load", "FORMAT"]
+__all__ = ["save_model", "read_model", "model_config_dict", "FORMAT"]
 
-FORMAT = "ednn-model-1"
+FORMAT = "ednn-model-2"
+READABLE = ("ednn-model-1", FORMAT)
 WEIGHTS = "model.weights.h5"
 CONFIG = "config.json"
 
@@ -48,21 +52,24 @@ def _jsonable(x: Any) -> Any:
 
 def model_config_dict(model) -> dict[str, Any]:
     """The JSON description of a model (everything but the weights)."""
-    from .. import __version__
-
     species = list(model.grid.symbols) if model.grid is not None else ["pixel"]
+    outputs: dict[str, Any] = {"fields": {k: f.to_dict() for k, f in model.fields.items()}}
+    units = {"energy": "eV", "length": "Angstrom"}
+    if model.energy_output is not None:
+        outputs["energy"] = model.energy_output.to_dict(species)
+    for k, f in model.fields.items():
+        units[k] = f.prop.unit
     return {
         "format": FORMAT,
         "ednn_version": __version__,
-        "units": {"energy": "eV", "length": "Angstrom"},
+        "units": units,
         "grid": model.grid.to_dict() if model.grid is not None else None,
         "image_mode": model.grid is None,
         "in_channels": model.in_channels,
         "dim": model.dim,
         "model": model.model_config,
         "receptive_radius": model.radius,
-        "reference_energies": {s: float(e) for s, e in zip(species, model.refs)},
-        "scale": model.scale,
+        "outputs": outputs,
         "meta": _jsonable(model.meta),
     }
 
@@ -93,24 +100,31 @@ def save_model(model, path: str) -> str:
             os.replace(tmpdir, path)
             tmpdir = None
             if old:
-                shutil.rmtree(old, ignore_errors=True)
+                shutil.rmtree(old)
     finally:
         if tmpdir and os.path.exists(tmpdir):
-            shutil.rmtree(tmpdir, ignore_errors=True)
+            shutil.rmtree(tmpdir)
     return path
 
 
-def load(path: str):
-    """Load a model folder (or zip) written by :func:`save_model`.
+def corrupt(path: str, why: str) -> ModelError:
+    """The error for a model file that cannot be used."""
+    return ModelError(f"model {path!r}: {why}; it is not a model this ednn ({__version__}) can read "
+                      "(retrain it, or load it with the ednn version that wrote it)")
 
-    Returns
-    -------
-    EnergyModel
-        With ``predict_energy(atoms)``, ``predict_energies``, ``energy_map``
-        and ``calculator()``.
-    """
-    from .model import EnergyModel, build_network
 
+def _upgrade(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 description (energy only) in the current layout."""
+    if cfg.get("format") == "ednn-model-1":
+        cfg = dict(cfg)
+        cfg["outputs"] = {"energy": {"reference_energies": cfg.pop("reference_energies"),
+                                     "scale": cfg.pop("scale"), "channel": 0, "unit": "eV"}, "fields": {}}
+    return cfg
+
+
+@contextlib.contextmanager
+def read_model(path: str) -> Iterator[tuple[dict[str, Any], str]]:
+    """``(description, weights file)`` of a model folder or zip, valid inside the ``with`` block."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelError(f"model {path!r} does not exist; train one with `ednn train CONFIG` first")
@@ -131,20 +145,10 @@ def load(path: str):
             with open(cfg_path) as fh:
                 cfg = json.load(fh)
         except json.JSONDecodeError as e:
-            raise ModelError(f"{cfg_path} is not valid JSON ({e}); the model folder is corrupt") from None
-        if cfg.get("format") != FORMAT:
-            raise ModelError(f"{cfg_path} has format {cfg.get('format')!r}; this ednn reads {FORMAT!r}")
-        grid = GridSpec.from_dict(cfg["grid"]) if cfg["grid"] is not None else None
-        tile_size = grid.tile_size if grid is not None else None
-        net = build_network(cfg["model"], cfg["in_channels"], cfg["dim"], tile_size=tile_size)
-        try:
-            net.save_weights  # noqa: B018
-            net.load_weights(w_path)
-        except Exception as e:  # noqa: BLE001
-            raise ModelError(f"cannot load weights {w_path}: {e}") from None
-        refs = list(cfg["reference_energies"].values())
-        return EnergyModel(net, cfg["model"], grid, refs, cfg["scale"], cfg["in_channels"], cfg["dim"],
-                           meta=cfg.get("meta", {}))
+            raise ModelError(f"{cfg_path} is not valid JSON ({e}); the model folder is corrupt") from e
+        if cfg.get("format") not in READABLE:
+            raise ModelError(f"{cfg_path} has format {cfg.get('format')!r}; this ednn reads {list(READABLE)}")
+        yield _upgrade(cfg), w_path
     finally:
         if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp)

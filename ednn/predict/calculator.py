@@ -1,11 +1,26 @@
-"""ASE calculator of a trained EDNN model.
+"""ASE calculator of a trained ednn model.
 
-Energy from the model; forces ``-dE/dpositions`` by automatic differentiation
-through the TensorFlow rasterizer (:func:`ednn.image.raster.rasterize_tf_core`),
-compiled with ``tf.function`` once per model (density head: every structure
-reuses the graph) or once per cell (dense head); per-pixel
-energies (``calc.results["energy_map"]``) and per-tile energies
-(``calc.results["tile_energies"]``) as extras.
+Properties (ASE conventions, eV and Angstrom):
+
+``energy``, ``free_energy``
+    The model's total energy (the two are equal: ednn models have no
+    electronic entropy term).
+``forces``
+    ``-dE/dpositions`` by automatic differentiation through the TensorFlow
+    rasterizer, compiled with ``tf.function`` once per model (density head:
+    every structure reuses the graph) or once per cell (dense head).
+``stress``
+    ``(1/V) dE/d(strain)`` (Voigt order xx, yy, zz, yz, xz, xy) from the same
+    compiled function: the positions and the cell are deformed by
+    ``I + strain`` inside the differentiable energy. ``V`` is the volume of
+    the 3x3 cell (for a 2D sheet: including its vacuum, as ASE does).
+``energies``
+    Per-atom energies from the energy map (:meth:`EnergyModel.atom_energies`:
+    each pixel's energy to the nearest atom), summing to the energy.
+
+When forces or stress are asked, the energy comes from the same compiled call
+(computed once). Extras with ``maps=True``: ``energy_map`` (per pixel, eV) and
+``tile_energies``.
 """
 
 from __future__ import annotations
@@ -15,7 +30,9 @@ from typing import Any
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-__all__ = ["EDNNCalculator", "generic_gradient_function", "input_signature"]
+from ..errors import InputError
+
+__all__ = ["EDNNCalculator", "generic_gradient_function", "input_signature", "voigt_stress"]
 
 _VARIABLE = frozenset({"offsets", "offsets_cart", "weights", "channels"})  # leading axis: any size
 
@@ -37,8 +54,21 @@ def input_signature(inputs: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def _energy_and_gradients(model, pos, inp):
+    import tensorflow as tf
+
+    strain = tf.zeros([3, 3], tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(pos)
+        tape.watch(strain)
+        e = model.energy_tf_core(pos, inp, strain)
+    g_pos, g_strain = tape.gradient(e, pos), tape.gradient(e, strain)
+    del tape
+    return e, g_pos, g_strain
+
+
 def generic_gradient_function(model, inputs: dict[str, Any]):
-    """The model's compiled ``(positions, inputs) -> (energy, dE/dpositions)`` (density head).
+    """The model's compiled ``(positions, inputs) -> (E, dE/dpositions, dE/dstrain)`` (density head).
 
     Built once per model (kept on it) with an input signature in which the
     number of atoms, the stencil size and the image size are free, so it is
@@ -50,17 +80,24 @@ def generic_gradient_function(model, inputs: dict[str, Any]):
     fn = getattr(model, "_generic_gradient_fn", None)
     if fn is not None:
         return fn
-    spec = input_signature(inputs)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32), spec])
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32), input_signature(inputs)])
     def fn(pos, inp):
-        with tf.GradientTape() as tape:
-            tape.watch(pos)
-            e = model.energy_tf_core(pos, inp)
-        return e, tape.gradient(e, pos)
+        return _energy_and_gradients(model, pos, inp)
 
     model._generic_gradient_fn = fn
     return fn
+
+
+def voigt_stress(d_e_d_strain: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """ASE's stress (Voigt xx yy zz yz xz xy, eV/A^3) from ``dE/dstrain`` (3 x 3) and the cell."""
+    vol = abs(float(np.linalg.det(np.asarray(cell, dtype=np.float64))))
+    if vol < 1e-12:
+        raise InputError("stress needs a cell with a volume: give the third cell vector (for a 2D sheet, "
+                         "its vacuum height, e.g. atoms.center(vacuum=10, axis=2))")
+    g = np.asarray(d_e_d_strain, dtype=np.float64)
+    s = 0.5 * (g + g.T) / vol
+    return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
 
 
 class EDNNCalculator(Calculator):
@@ -76,12 +113,12 @@ class EDNNCalculator(Calculator):
     Examples
     --------
     >>> atoms.calc = ednn.load("runs/demo/model").calculator()
-    >>> atoms.get_potential_energy(), atoms.get_forces()
+    >>> atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
     """
 
-    implemented_properties = ["energy", "free_energy", "forces"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
-    #: compiled force functions kept for the dense head (one per cell / species list / pbc)
+    #: compiled functions kept for the dense head (one per cell / species list / pbc)
     max_compiled = 8
 
     def __init__(self, model, maps: bool = False, **kw: Any):
@@ -91,8 +128,8 @@ class EDNNCalculator(Calculator):
         self._compiled: dict[bytes, Any] = {}
         self._seen: dict[bytes, int] = {}
 
-    def gradient(self, atoms) -> np.ndarray:
-        """``dE/dpositions`` (N, 3) of ``atoms`` (eV/Angstrom), through a compiled function.
+    def gradients(self, atoms) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(E, dE/dpositions (N, 3), dE/dstrain (3, 3))`` through one compiled call.
 
         ``atoms``: an ase.Atoms or a ``(positions, numbers, cell, pbc)`` tuple
         (the dense head needs an ase.Atoms).
@@ -110,9 +147,15 @@ class EDNNCalculator(Calculator):
         pos = tf.constant(positions, tf.float32)
         if self.model.head != "dense":
             inputs = self.model.energy_tf_inputs(atoms)
-            fn = generic_gradient_function(self.model, inputs)
-            return np.asarray(fn(pos, inputs)[1].numpy(), dtype=np.float64)
-        return np.asarray(self._per_cell_function(atoms)(pos)[1].numpy(), dtype=np.float64)
+            out = generic_gradient_function(self.model, inputs)(pos, inputs)
+        else:
+            out = self._per_cell_function(atoms)(pos)
+        e, g, gs = (np.asarray(t.numpy(), dtype=np.float64) for t in out)
+        return float(e), g, gs
+
+    def gradient(self, atoms) -> np.ndarray:
+        """``dE/dpositions`` (N, 3) of ``atoms`` (eV/Angstrom)."""
+        return self.gradients(atoms)[1]
 
     def _per_cell_function(self, atoms):
         import tensorflow as tf
@@ -120,28 +163,17 @@ class EDNNCalculator(Calculator):
         key = b"|".join([np.asarray(atoms.cell, dtype=np.float64).tobytes(), atoms.numbers.tobytes(),
                          np.asarray(atoms.pbc).tobytes()])
         fn = self._compiled.get(key)
+        model = self.model
+        inputs = model.energy_tf_inputs(atoms)
         if fn is None and self._seen.get(key, 0) == 0:
             if len(self._seen) >= 64:
                 self._seen.clear()
             self._seen[key] = 1
-
-            def eager(pos):
-                pos = tf.Variable(pos)
-                with tf.GradientTape() as tape:
-                    e = self.model.energy_tf(atoms, pos)
-                return e, tape.gradient(e, pos)
-
-            return eager
+            return lambda pos: _energy_and_gradients(model, pos, inputs)  # eager
         if fn is None:
-            model = self.model
-            inputs = model.energy_tf_inputs(atoms)
-
             @tf.function(input_signature=[tf.TensorSpec([len(atoms), 3], tf.float32)])
             def fn(pos):
-                with tf.GradientTape() as tape:
-                    tape.watch(pos)
-                    e = model.energy_tf_core(pos, inputs)
-                return e, tape.gradient(e, pos)
+                return _energy_and_gradients(model, pos, inputs)
 
             if len(self._compiled) >= self.max_compiled:
                 self._compiled.pop(next(iter(self._compiled)))
@@ -151,11 +183,17 @@ class EDNNCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         a = self.atoms
-        if "forces" in properties:
-            self.results["forces"] = -self.gradient(a)
-        # the energy always comes from predict_energy (float64 sums), with or without forces
-        self.results["energy"] = float(self.model.predict_energy(a))
+        if "forces" in properties or "stress" in properties:
+            e, g, gs = self.gradients(a)
+            self.results["energy"] = e
+            self.results["forces"] = -g
+            if "stress" in properties:
+                self.results["stress"] = voigt_stress(gs, a.cell[:])
+        else:
+            self.results["energy"] = float(self.model.predict_energy(a))
         self.results["free_energy"] = self.results["energy"]
+        if "energies" in properties:
+            self.results["energies"] = self.model.atom_energies(a)
         if self.maps:
             self.results["energy_map"] = self.model.energy_map(a)
             self.results["tile_energies"] = self.model.tile_energies(a)

@@ -4,7 +4,8 @@
 time (:func:`ednn.image.raster.rasterize_strips`), runs the density network on each
 strip with ``r`` rows of context from its neighbours (the first ``2r`` rows are
 kept for the periodic wrap at the end), adds the strip's energy, and forgets
-it. Memory stays flat in the number of atoms; the result equals the
+it. :func:`stream_outputs` assembles all output channels the same way (per-voxel
+fields). Strips come from the model's one input pipeline. Memory stays flat in the number of atoms; the result equals the
 whole-image prediction up to float summation order.
 """
 
@@ -17,39 +18,22 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from ..image.raster import pixel_volume, prepare, rasterize_strips
-from .model import gaussian_unit, metric_features
 
-__all__ = ["stream_energy", "stream_energy_map"]
-
-
-def _rows(model, atoms: Any, rows_per_strip: int | None) -> tuple[Iterator[tuple[int, np.ndarray]], Any, float]:
-    g = model.grid
-    p = prepare(atoms, g)
-    unit = gaussian_unit(g)
-    w = pixel_volume(p, g) / unit
-    rest = int(np.prod(p.shape[1:])) * g.n_channels
-    if rows_per_strip is None:
-        rows_per_strip = (1 << 18) // max(rest, 1)
-    rows_per_strip = max(2 * model.radius, int(rows_per_strip), 1)  # the first strip must hold the 2r wrap rows
-    it = rasterize_strips(None, g, rows_per_strip=rows_per_strip, prepared=p, dtype=np.float32)
-    if not model.metric:
-        return ((r0, s * unit) for r0, s in it), p, w
-    mf = metric_features(p.lattice, p.shape, g.spacing)
-
-    def with_metric():
-        for r0, s in it:
-            yield r0, np.concatenate([s * unit, np.broadcast_to(mf, s.shape[:-1] + mf.shape)], axis=-1)
-
-    return with_metric(), p, w
+__all__ = ["stream_energy", "stream_energy_map", "stream_outputs"]
 
 
 def _strip_outputs(model, atoms: Any, rows_per_strip: int | None) -> Iterator[tuple[int, np.ndarray, float]]:
-    """Yield (first output row, per-pixel network output rows (h, n2[, n3]), w)."""
+    """Yield (first output row, network outputs of rows (h, n2[, n3], n_out), w)."""
     if model.grid is None or model.head != "density":
         raise ModelError("streaming prediction needs a density-head model with a grid")
     r = model.radius
-    strips, p, w = _rows(model, atoms, rows_per_strip)
+    pl = model.pipeline
+    p = pl.prepare(atoms)
+    w = pl.pixel_weight(p)
+    if rows_per_strip is None:
+        rows_per_strip = (1 << 18) // max(int(np.prod(p.shape[1:])) * model.in_channels, 1)
+    rows_per_strip = max(2 * r, int(rows_per_strip), 1)  # the first strip must hold the 2r wrap rows
+    strips = pl.strips(p, rows_per_strip=rows_per_strip)
     n0 = p.shape[0]
     if n0 < 4 * r + 2 or r == 0:
         img = np.concatenate([s for _, s in strips], axis=0)
@@ -90,7 +74,7 @@ def _run(model, rows: np.ndarray, r: int, full: bool = False) -> np.ndarray:
         pads = [(0, 0)] + [(r, r)] * (d - 1) + [(0, 0)]
     x = np.pad(rows, pads, mode="wrap") if r else rows
     y = model._forward(x[None].astype(np.float32))
-    return np.asarray(y[0, ..., 0], dtype=np.float64)
+    return np.asarray(y[0], dtype=np.float64)
 
 
 def stream_energy(model, atoms: Any, rows_per_strip: int | None = None) -> float:
@@ -98,26 +82,39 @@ def stream_energy(model, atoms: Any, rows_per_strip: int | None = None) -> float
 
     Parameters
     ----------
-    model : EnergyModel
+    model : ednn.predict.model.EnergyModel
     atoms : ase.Atoms or (positions, numbers, cell, pbc)
     rows_per_strip : int, optional
         Pixel rows per rasterized strip (default: about 2^18 values per strip).
     """
+    e = model._energy()
     total = 0.0
     w = 1.0
     for _, y, w_strip in _strip_outputs(model, atoms, rows_per_strip):
+        y = y[..., e.channel]
         total += math.fsum(y.sum(axis=tuple(range(1, y.ndim))).tolist())
         w = w_strip
-    numbers = atoms.numbers if hasattr(atoms, "numbers") else np.asarray(atoms[1])
-    lut = {z: i for i, z in enumerate(model.grid.species)}
-    counts = np.bincount([lut[int(z)] for z in numbers], minlength=len(lut))
-    return float(counts @ model.refs + model.scale * w * total)
+    return float(e.from_network(np.array([w * total]), model.counts(atoms)[None])[0])
 
 
 def stream_energy_map(model, atoms: Any, rows_per_strip: int | None = None) -> np.ndarray:
     """Per-pixel network energies (eV, references excluded), assembled from strips."""
-    shape = prepare(atoms, model.grid).shape
-    out = np.zeros(shape)
-    for r0, y, w in _strip_outputs(model, atoms, rows_per_strip):
-        out[r0 : r0 + len(y)] = y * w * model.scale
+    e = model._energy()
+    return stream_outputs(model, atoms, rows_per_strip)[..., e.channel] * _weight(model, atoms) * e.scale
+
+
+def _weight(model, atoms: Any) -> float:
+    return model.pipeline.pixel_weight(model.pipeline.prepare(atoms))
+
+
+def stream_outputs(model, atoms: Any, rows_per_strip: int | None = None) -> np.ndarray:
+    """All network output channels ``(n_1, ..., n_d, n_out)`` assembled from strips (per-voxel fields).
+
+    The inputs stream with flat memory; the result itself is a per-voxel array
+    the size of the image.
+    """
+    p = model.pipeline.prepare(atoms)
+    out = np.zeros(p.shape + (model.n_out,))
+    for r0, y, _ in _strip_outputs(model, atoms, rows_per_strip):
+        out[r0 : r0 + len(y)] = y
     return out
