@@ -227,7 +227,7 @@ def test_from_calculator_and_flake(lab):
     wrapped = from_calculator(EMT(), "emt", {"note": "test"})
     out = wrapped.label(bulk("Cu", cubic=True))
     assert out["forces"].shape == (4, 3) and out["stress"].shape == (6,)
-    assert wrapped.metadata() == {"labeller": "emt", "settings": {"note": "test"}}
+    assert wrapped.metadata() == {"name": "emt", "settings": {"note": "test"}}
     # a non-periodic flake works with the tersoff labeller and has no stress
     flake = st.graphene(3, 3)
     flake.pbc = False

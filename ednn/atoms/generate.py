@@ -20,13 +20,13 @@ from ..errors import ConfigError, InputError
 from .build import (
     A_BNC,
     MIN_DISTANCE,
-    supercell_counts,
     bcn_alloy,
     bilayer,
     graphene,
     hbn,
     heterostructure,
     honeycomb,
+    supercell_counts,
     supercell_size,
 )
 from .defects import divacancy, nanopore, stone_wales, vacancy

