@@ -35,6 +35,26 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert mae == pytest.approx(s["test"]["mae_mev_per_atom"], rel=1e-6)
     report = (out / "report.md").read_text()
     assert f"{s['test']['mae_mev_per_atom']:.2f}" in report and "force MAE" in report
+    for fig in ("parity_test", "parity_transfer", "learning_curve", "energy_map"):
+        assert f"![{fig}]({fig}.png)" in report
+    from PIL import Image
+
+    with Image.open(out / "energy_map.png") as im:  # figures fit for a paper
+        assert im.info["dpi"] == pytest.approx((300, 300), abs=0.01)
+
+
+def test_demo_pipeline_lives_outside_the_cli():
+    import ednn.cli.model as cli_model
+    from ednn.workflows.demo import run_demo
+
+    assert not hasattr(cli_model, "run_demo") and callable(run_demo)
+    assert "--format" in build_parser_help("demo") and "--quick" in build_parser_help("demo")
+
+
+def build_parser_help(verb: str) -> str:
+    from ednn.cli import build_parser
+
+    return build_parser(verb).format_help()
 
 
 # ------------------------------------------------------------------ figures

@@ -1,0 +1,249 @@
+"""Evaluating a trained energy model on labelled structures: errors, tables, figures.
+
+:func:`evaluate` is what ``ednn evaluate MODEL DATA`` runs: energy errors in
+meV/atom (overall, by cell size), the composition-only baseline, force errors
+in eV/A when the data have forces, a parity plot and the run's learning curve.
+The helpers (:func:`metrics`, :func:`size_table`, :func:`composition_baseline_mae`,
+...) are shared with the demo (:mod:`ednn.workflows.demo`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import DatasetError
+from ..plots import figure_format, learning_curve, parity_plot
+
+__all__ = [
+    "metrics",
+    "size_table",
+    "table_md",
+    "n_atoms",
+    "species_counts",
+    "composition_baseline_mae",
+    "force_errors",
+    "DataForces",
+    "dataset_forces",
+    "evaluate",
+]
+
+
+def n_atoms(structure: Any) -> int:
+    """Number of atoms of an ``ase.Atoms`` or a ``(positions, numbers, cell, pbc)`` tuple."""
+    return len(structure.numbers) if hasattr(structure, "numbers") else len(structure[1])
+
+
+def metrics(true: Sequence[float], pred: Sequence[float], n_atoms: Sequence[int]) -> dict[str, float]:
+    """MAE / RMSE / max |error| of energies per atom, in meV/atom.
+
+    Parameters
+    ----------
+    true, pred : sequence of float
+        Reference and predicted total energies (eV).
+    n_atoms : sequence of int
+        Atoms per structure.
+
+    Returns
+    -------
+    dict
+        ``n``, ``mae_mev_per_atom``, ``rmse_mev_per_atom``, ``max_mev_per_atom``.
+    """
+    err = 1000 * (np.asarray(pred, float) - np.asarray(true, float)) / np.asarray(n_atoms, float)
+    return {"n": int(len(err)), "mae_mev_per_atom": float(np.mean(np.abs(err))),
+            "rmse_mev_per_atom": float(np.sqrt(np.mean(err**2))), "max_mev_per_atom": float(np.max(np.abs(err)))}
+
+
+def size_table(true: np.ndarray, pred: np.ndarray, n_atoms: np.ndarray, bins: Sequence[int] | None = None) -> list[dict]:
+    """Per-size error rows: ``atoms`` range, then :func:`metrics` of the structures in it.
+
+    ``bins`` are atom-count edges (default: the quintiles of ``n_atoms``); the
+    last bin includes its upper edge.
+    """
+    true, pred, n_atoms = np.asarray(true, float), np.asarray(pred, float), np.asarray(n_atoms)
+    if bins is None:
+        bins = list(np.unique(np.quantile(n_atoms, np.linspace(0, 1, 6)).astype(int)))
+    rows = []
+    for lo, hi in zip(bins[:-1], bins[1:], strict=True):
+        last = hi == bins[-1]
+        sel = (n_atoms >= lo) & ((n_atoms <= hi) if last else (n_atoms < hi))
+        if sel.any():
+            rows.append({"atoms": f"{lo}-{hi}", **metrics(true[sel], pred[sel], n_atoms[sel])})
+    return rows
+
+
+def table_md(rows: list[dict], key: str = "atoms") -> str:
+    """A markdown table of :func:`size_table`-like rows (``key``, N, MAE, RMSE, max)."""
+    s = f"| {key} | N | MAE | RMSE | max |\n|---|---|---|---|---|\n"
+    for r in rows:
+        s += (f"| {r[key]} | {r['n']} | {r['mae_mev_per_atom']:.2f} | {r['rmse_mev_per_atom']:.2f} | "
+              f"{r['max_mev_per_atom']:.1f} |\n")
+    return s
+
+
+def species_counts(model: Any, structures: Sequence[Any]) -> np.ndarray:
+    """Atoms of each of the model's species per structure, shape ``(n_structures, n_species)``."""
+    lut = {z: i for i, z in enumerate(model.grid.species)}
+    c = np.zeros((len(structures), len(lut)))
+    for i, s in enumerate(structures):
+        nums = s.numbers if hasattr(s, "numbers") else s[1]
+        for z in np.asarray(nums).tolist():
+            c[i, lut[z]] += 1
+    return c
+
+
+def composition_baseline_mae(model: Any, structures: Sequence[Any], energies: np.ndarray,
+                             n_atoms: np.ndarray) -> float:
+    """MAE (meV/atom) of the model's per-element reference energies alone (the composition-only baseline)."""
+    resid = np.asarray(energies, float) - species_counts(model, structures) @ model.refs
+    return float(1000 * np.mean(np.abs(resid) / np.asarray(n_atoms, float)))
+
+
+def force_errors(pred: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Force-component errors (eV/A): ``n_components`` and, when there are any, MAE / RMSE / max."""
+    if not len(ref):
+        return {"n_components": 0}
+    df = np.concatenate([(np.asarray(p) - np.asarray(f)).ravel() for p, f in zip(pred, ref, strict=True)])
+    return {"n_components": int(df.size), "mae_ev_per_a": float(np.mean(np.abs(df))),
+            "rmse_ev_per_a": float(np.sqrt(np.mean(df**2))), "max_ev_per_a": float(np.max(np.abs(df)))}
+
+
+@dataclasses.dataclass
+class DataForces:
+    """The reference forces of a dataset, with what is missing or unusable said out loud.
+
+    Attributes
+    ----------
+    forces : list
+        One ``(N, 3)`` array per structure, ``None`` where there are none or they are not finite.
+    missing : list of int
+        Structures without forces.
+    nonfinite : list of int
+        Structures whose forces contain NaN or inf (a labeller that failed).
+    """
+
+    forces: list[np.ndarray | None]
+    missing: list[int]
+    nonfinite: list[int]
+
+    @property
+    def usable(self) -> list[int]:
+        """Indices of the structures with finite forces."""
+        return [i for i, f in enumerate(self.forces) if f is not None]
+
+
+def dataset_forces(path: str) -> DataForces:
+    """Reference forces of every structure of a dataset (``.h5`` or any file ase.io reads).
+
+    Structures come in the order of :func:`ednn.train.load_structures`.
+    Non-finite forces are not dropped silently: they are listed in
+    :attr:`DataForces.nonfinite`.
+    """
+    forces: list[np.ndarray | None] = []
+    missing: list[int] = []
+    nonfinite: list[int] = []
+    if path.endswith((".h5", ".hdf5")):
+        from ..data import Dataset
+
+        with Dataset(path) as ds:
+            for i in range(len(ds)):
+                try:
+                    f = ds.forces(i)
+                except DatasetError:  # Dataset.forces refuses NaN/inf forces; count them
+                    nonfinite.append(i)
+                    forces.append(None)
+                    continue
+                if f is None:
+                    missing.append(i)
+                forces.append(f)
+        return DataForces(forces, missing, nonfinite)
+    import ase.io
+
+    for i, a in enumerate(ase.io.read(path, index=":")):
+        results = a.calc.results if a.calc is not None else {}
+        f = results.get("forces")
+        if f is None:
+            missing.append(i)
+        elif not np.all(np.isfinite(f)):
+            nonfinite.append(i)
+            f = None
+        forces.append(None if f is None else np.asarray(f, dtype=np.float64))
+    return DataForces(forces, missing, nonfinite)
+
+
+def evaluate(model_path: str, data: str, out: str, fmt: str = "png") -> dict[str, Any]:
+    """Evaluate a model on a labelled dataset and write the results to ``out``.
+
+    Parameters
+    ----------
+    model_path : str
+        Model folder (or .zip).
+    data : str
+        Labelled structures: an ednn ``.h5`` dataset or any file ase.io reads.
+    out : str
+        Output folder: ``metrics.json``, ``by_size.md``, ``parity.<fmt>`` and
+        ``learning_curve.<fmt>`` (when the model's run folder has ``log.json``).
+    fmt : {"png", "pdf", "svg"}
+        Figure format.
+
+    Returns
+    -------
+    dict
+        The metrics (as in ``metrics.json``): energy errors in meV/atom,
+        ``by_size``, ``composition_baseline_mae_mev_per_atom`` and, when the
+        data have forces, ``forces`` (eV/A errors, the number of structures used
+        and those left out because their forces are missing or not finite).
+
+    Raises
+    ------
+    DatasetError
+        The data have no energies.
+    """
+    from ..predict.model import load
+    from ..train import load_structures
+
+    figure_format(f"x.{fmt}")  # refuse an unknown format before any work
+    model = load(model_path)
+    structs, E = load_structures(data, need_energy=True)
+    if E is None:
+        raise DatasetError(f"{data!r} has no energies; evaluation needs labelled structures")
+    os.makedirs(out, exist_ok=True)
+    pred = model.predict_energies(structs)
+    n = np.array([n_atoms(s) for s in structs], dtype=float)
+    m: dict[str, Any] = metrics(E, pred, n)
+    m["by_size"] = size_table(E, pred, n)
+    m["composition_baseline_mae_mev_per_atom"] = composition_baseline_mae(model, structs, E, n)
+    ref = dataset_forces(data)
+    if len(ref.missing) < len(structs):  # the data have forces (some of them may be unusable)
+        if model.head == "dense":
+            warnings.warn(f"{data!r} has forces but the model has the dense head, which gives no forces; "
+                          "force errors are not computed", stacklevel=2)
+        else:
+            use = ref.usable
+            pred_f = model.predict_forces([structs[i] for i in use])
+            m["forces"] = {**force_errors(pred_f, [ref.forces[i] for i in use]), "n_structures": len(use),
+                           "n_structures_without_forces": len(ref.missing),
+                           "n_structures_nonfinite": len(ref.nonfinite)}
+            if ref.nonfinite:
+                m["forces"]["nonfinite_records"] = ref.nonfinite[:20]
+                warnings.warn(f"forces of {len(ref.nonfinite)} of {len(structs)} structures in {data!r} contain "
+                              f"NaN or inf (records {ref.nonfinite[:10]}); they are left out of the force errors. "
+                              "Relabel those structures (the labeller failed on them)", stacklevel=2)
+    parity_plot(E / n, pred / n, os.path.join(out, f"parity.{fmt}"), title=os.path.basename(data),
+                baseline_mae_mev=m["composition_baseline_mae_mev_per_atom"])
+    log = os.path.join(os.path.dirname(os.path.abspath(model_path)), "log.json")
+    if os.path.exists(log):
+        learning_curve(log, os.path.join(out, f"learning_curve.{fmt}"))
+    tmp = os.path.join(out, f"metrics.json.tmp{os.getpid()}")
+    with open(tmp, "w") as fh:
+        json.dump(m, fh, indent=1)
+    os.replace(tmp, os.path.join(out, "metrics.json"))
+    with open(os.path.join(out, "by_size.md"), "w") as fh:
+        fh.write(table_md(m["by_size"]))
+    return m
