@@ -188,15 +188,10 @@ def test_tables_match_blocks():
     assert set(PLACEHOLDERS) <= used, f"placeholders no block uses: {sorted(set(PLACEHOLDERS) - used)}"
 
 
-@pytest.mark.parametrize("line,src", PY, ids=[f"README.md:{line}" for line, _ in PY])
-def test_python_block_runs(line, src, tmp_path, monkeypatch, readme_files):
-    for key in _matching(NOT_RUN, src):
-        pytest.skip(f"README.md:{line} is not run: {NOT_RUN[key]}")
-    for key in _matching(REQUIRES, src):
-        pytest.importorskip(REQUIRES[key])
+def _run_block(line: int, src: str, provide: Callable[[str], None]) -> dict[str, Any]:
+    """Execute one README block in the current directory (see the module docstring); returns its namespace."""
     for old, new, _why in SUBSTITUTIONS:
         src = src.replace(old, new)
-    monkeypatch.chdir(tmp_path)
     ns: dict[str, Any] = {"__name__": "__readme__"}
     missing = [n for n in _free_names(src) if n not in PLACEHOLDERS]
     assert not missing, (f"README.md:{line} uses {missing} without defining them: define them in the block, or "
@@ -204,13 +199,35 @@ def test_python_block_runs(line, src, tmp_path, monkeypatch, readme_files):
     for maker in {PLACEHOLDERS[n] for n in _free_names(src)}:
         ns.update(maker())
     for name in _matching(FILES, src):
-        readme_files(name)
+        provide(name)
     try:
         exec(compile(src, f"README.md:{line}", "exec"), ns)  # noqa: S102
     except Exception as e:
         raise AssertionError(f"the Python example at README.md:{line} fails: {e!r}") from e
     for key in _matching(CHECKS, src):
         CHECKS[key](ns)
+    return ns
+
+
+@pytest.mark.parametrize("line,src", PY, ids=[f"README.md:{line}" for line, _ in PY])
+def test_python_block_runs(line, src, tmp_path, monkeypatch, readme_files):
+    for key in _matching(NOT_RUN, src):
+        pytest.skip(f"README.md:{line} is not run: {NOT_RUN[key]}")
+    for key in _matching(REQUIRES, src):
+        pytest.importorskip(REQUIRES[key])
+    monkeypatch.chdir(tmp_path)
+    _run_block(line, src, readme_files)
+
+
+def test_a_broken_block_is_reported_with_its_line(tmp_path, monkeypatch, readme_files):
+    monkeypatch.chdir(tmp_path)
+    assert _free_names("import os as o\nfrom a.b import c\nx = o.sep + c + y\nfor i in z: w = [j for j in i]\n"
+                       "with open(p) as fh: pass\ndef f(q): return q + r") == ["p", "r", "y", "z"]
+    with pytest.raises(AssertionError, match=r"README.md:7 uses \['nowhere'\] without defining them"):
+        _run_block(7, "x = nowhere + 1", readme_files)
+    with pytest.raises(AssertionError, match=r"example at README.md:9 fails: ZeroDivisionError"):
+        _run_block(9, "x = 1\ny = x / 0", readme_files)
+    assert _run_block(3, "y = len(atoms)", readme_files)["y"] == 18  # a placeholder: a 3x3 graphene cell
 
 
 YAML = _blocks("yaml")
