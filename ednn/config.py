@@ -337,7 +337,8 @@ def load_config(source: str | os.PathLike | dict[str, Any] | None,
         raise ConfigError(f"a configuration must be a mapping of sections, got {type(raw).__name__}")
     for k, v in (overrides or {}).items():
         if isinstance(v, dict):
-            sec = raw.setdefault(k, {})
+            sec = raw.get(k)
+            sec = raw[k] = {} if sec is None else sec  # "train:" with nothing under it is an empty section
             if not isinstance(sec, dict):
                 raise ConfigError(f"config section {k!r} must be a mapping, got {type(sec).__name__}")
             sec.update(v)

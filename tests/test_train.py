@@ -265,7 +265,8 @@ def test_force_loss_gradient_matches_finite_differences():
     from ednn.image.grid import GridSpec
     from ednn.parallel.serial import SerialBackend
     from ednn.predict.model import EnergyModel
-    from ednn.train import Trainer as _Trainer, structures_to_set
+    from ednn.train import Trainer as _Trainer
+    from ednn.train import structures_to_set
 
     structs, E, F, _ = _tersoff_set(2, seed=4)
     g = GridSpec(species=(5, 6, 7), spacing=2.495 / 4, sigma=0.5, heights=1, focus=8, context=2)

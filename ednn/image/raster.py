@@ -10,7 +10,7 @@ Each atom contributes a normalised Gaussian
 Cartesian distance ``r`` to every periodic image within ``cutoff * sigma``.
 ``w`` is 1 in its species channel (``mode="species"``) or the atomic number in
 a single channel (``mode="z"``). The integral of a channel over the cell,
-``image.sum() * pixel_volume``, is therefore the number of atoms of that
+``image[..., c].sum() * pixel_volume(atoms, spec)``, is therefore the number of atoms of that
 species (times Z in mode ``"z"``), up to the truncation at the cutoff
 (``exp(-cutoff^2/2)`` relative in 2D) and the grid sampling error.
 

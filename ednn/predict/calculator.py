@@ -13,7 +13,8 @@ Properties (ASE conventions, eV and Angstrom):
     ``(1/V) dE/d(strain)`` (Voigt order xx, yy, zz, yz, xz, xy) from the same
     compiled function: the positions and the cell are deformed by
     ``I + strain`` inside the differentiable energy. ``V`` is the volume of
-    the 3x3 cell (for a 2D sheet: including its vacuum, as ASE does).
+    the 3x3 cell (for a 2D sheet: including its vacuum, as ASE does; its
+    out-of-plane shear components yz and xz are zero, the sheet stays flat).
 ``energies``
     Per-atom energies from the energy map (:meth:`EnergyModel.atom_energies`:
     each pixel's energy to the nearest atom), summing to the energy.

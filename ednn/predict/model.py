@@ -403,6 +403,8 @@ class EnergyModel:
         Differentiable with respect to ``positions`` and, if given, ``strain``
         (3 x 3): the structure is deformed by ``I + strain`` (positions and
         cell, ``r -> r (I + strain)``), so ``dE/dstrain / V`` is the stress.
+        For 2D grids the out-of-plane shears (xz, yz) are left out: a sheet
+        stays in its plane, so those stress components are zero.
         With the density head all shapes may be dynamic.
         """
         import tensorflow as tf
@@ -410,7 +412,10 @@ class EnergyModel:
         pos = tf.convert_to_tensor(positions, tf.float32)
         deform = None
         if strain is not None:
-            F = tf.eye(3, dtype=tf.float32) + tf.cast(strain, tf.float32)
+            strain = tf.cast(strain, tf.float32)
+            if self.dim == 2:  # a sheet stays in the xy plane: out-of-plane shears (xz, yz) would tilt it
+                strain = strain * tf.constant([[1, 1, 0], [1, 1, 0], [0, 0, 1]], tf.float32)
+            F = tf.eye(3, dtype=tf.float32) + strain
             pos = tf.matmul(pos, F)
             deform = F[: self.dim, : self.dim]
         x, w = self._pipeline().tf_network_input(pos, inputs, deform)

@@ -175,11 +175,12 @@ def load_structures(path: str, need_energy: bool = True) -> tuple[list[Any], np.
     if not os.path.exists(path):
         raise DatasetError(f"dataset file {path!r} does not exist; build it first (e.g. `make data` or `ednn gen`)")
     if path.endswith((".h5", ".hdf5")):
-        ds = Dataset(path)
-        if need_energy and not getattr(ds, "has_energy", True):
-            raise DatasetError(f"dataset {path!r} has no energies; label it first (ednn gen ... --labeller tersoff)")
-        structs = [(ds.positions(i), ds.numbers(i), ds.cell(i), ds.pbc(i)) for i in range(len(ds))]
-        E = np.asarray(ds.energies, dtype=np.float64) if getattr(ds, "has_energy", True) else None
+        with Dataset(path) as ds:
+            if need_energy and not ds.has_energy:
+                raise DatasetError(f"dataset {path!r} has no energies; label it first "
+                                   f"(ednn gen label {path} -o LABELLED.h5 --labeller tersoff)")
+            structs = [(ds.positions(i), ds.numbers(i), ds.cell(i), ds.pbc(i)) for i in range(len(ds))]
+            E = np.asarray(ds.energies, dtype=np.float64) if ds.has_energy else None
         return structs, E
     import ase.io
 

@@ -1,0 +1,132 @@
+"""The ASE calculator: stress against finite differences of the energy, per-atom energies, properties."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conftest import make_random_bcn
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from ednn.errors import InputError  # noqa: E402
+from ednn.image.grid import GridSpec  # noqa: E402
+from ednn.predict.model import EnergyModel  # noqa: E402
+
+SPACING = 2.46 / 6
+SMALL = {"layers": 2, "filters": 8, "kernel": 3, "readout": [8], "activation": "tanh"}
+
+
+def _model(heights=1, metric=False, head="density", focus=6):
+    # cutoff 6 sigma: a pixel crossing the truncation of a Gaussian (exp(-18) of its peak) under the finite-difference
+    # strains changes the energy by ~1e-9 eV, far below the derivative tested
+    g = GridSpec(species=(5, 6, 7), spacing=SPACING, sigma=0.4, cutoff=6.0, focus=focus, context=2, heights=heights)
+    m = EnergyModel.create(dict(SMALL, head=head, metric_channels=metric), g, seed=4)
+    m.scale, m.refs = 0.37, np.array([-6.0, -7.4, -7.1])
+    return m
+
+
+def _sheet(seed=2, reps=(2, 2)):
+    at = make_random_bcn(seed=seed, reps=reps)
+    at.cell[2] = [0, 0, 12.0]
+    at.pbc = (True, True, False)
+    rng = np.random.default_rng(seed)
+    at.positions += rng.normal(scale=[0.05, 0.05, 0.15], size=(len(at), 3))
+    return at
+
+
+def _strained(at, eps):
+    s = at.copy()
+    F = np.eye(3) + eps
+    s.set_cell(at.cell[:] @ F, scale_atoms=False)
+    s.positions = at.positions @ F
+    return s
+
+
+def _fd_stress(m, at, h=5e-3):
+    """Richardson-extrapolated central differences (error O(h^4)) of the NumPy-path energy under symmetric
+    strains, as (1/V) dE/d(strain). In-plane components and zz (out-of-plane shears would tilt a sheet out
+    of its plane: 0 by definition). Large steps, because the network runs in float32 (energy noise ~1e-8 eV).
+    """
+    return (4 * _central(m, at, h) - _central(m, at, 2 * h)) / 3
+
+
+def _central(m, at, h):
+    vol = abs(np.linalg.det(at.cell[:]))
+    out = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            if (i, j) in ((0, 2), (1, 2)):
+                continue
+            eps = np.zeros((3, 3))
+            eps[i, j] = eps[j, i] = h / (1 if i == j else 2)
+            d = m.predict_energy(_strained(at, eps)) - m.predict_energy(_strained(at, -eps))
+            out[i, j] = out[j, i] = d / (2 * h) / vol
+    return np.array([out[0, 0], out[1, 1], out[2, 2], out[1, 2], out[0, 2], out[0, 1]])
+
+
+# metric channels (10 (g - 1) of the pixel metric) make the energy so sensitive to the cell that float32
+# inputs leave finite differences 1e-3 of noise at best (measured: 1.7e-3 at h = 1e-3, 4e-4 extrapolated)
+@pytest.mark.parametrize("heights,metric,tol", [(1, False, 1e-4), (0, False, 1e-4), (0, True, 2e-3)])
+def test_stress_matches_finite_differences(heights, metric, tol):
+    m = _model(heights=heights, metric=metric)
+    at = _sheet()
+    at.calc = m.calculator()
+    s = at.get_stress()
+    fd = _fd_stress(m, at)
+    scale = np.abs(fd).max()
+    assert scale > 1e-4  # a real stress, not zero against zero
+    np.testing.assert_allclose(s, fd, rtol=0, atol=tol * scale)
+    assert s[3] == 0 and s[4] == 0  # a sheet stays in its plane: no out-of-plane shear stress
+    if heights == 0:  # without height channels z never enters: no zz stress
+        assert abs(s[2]) < 1e-6 * scale
+
+
+def test_stress_dense_head_matches_finite_differences():
+    m = _model(head="dense", focus=3)
+    at = _sheet(reps=(2, 2))
+    at.calc = m.calculator()
+    s = at.get_stress()
+    fd = _fd_stress(m, at)
+    np.testing.assert_allclose(s, fd, rtol=0, atol=1e-4 * np.abs(fd).max())
+
+
+def test_stress_needs_a_volume():
+    m = _model()
+    at = _sheet()
+    at.cell[2] = [0, 0, 0]
+    at.calc = m.calculator()
+    at.get_forces()  # forces need no volume
+    with pytest.raises(InputError, match="volume"):
+        at.get_stress()
+
+
+def test_atom_energies_sum_to_the_energy_and_are_local():
+    m = _model()
+    at = _sheet(seed=5, reps=(3, 2))
+    at.calc = m.calculator()
+    e = at.get_potential_energy()
+    ea = at.get_potential_energies()
+    assert ea.shape == (len(at),)
+    assert ea.sum() == pytest.approx(e, rel=1e-6)
+    # a supercell: each atom's energy is the energy of its copy in the cell (the rule is local and periodic)
+    big = at.repeat((2, 1, 1))
+    big.calc = m.calculator()
+    np.testing.assert_allclose(big.get_potential_energies(), np.tile(ea, 2), rtol=1e-5, atol=1e-5)
+    # every atom carries at least its element's reference energy plus a bounded network share
+    ref = np.array([dict(zip((5, 6, 7), m.refs, strict=True))[z] for z in at.numbers])
+    assert np.all(np.abs(ea - ref) < 2.0)
+
+
+def test_energy_computed_once_with_forces(monkeypatch):
+    m = _model()
+    at = _sheet()
+    calls = []
+    orig = m.predict_energy
+    monkeypatch.setattr(m, "predict_energy", lambda a: calls.append(1) or orig(a))
+    at.calc = m.calculator()
+    at.get_forces()
+    e = at.get_potential_energy()  # from the forces' call: no second evaluation
+    assert calls == [] and e == pytest.approx(orig(at), rel=1e-8)
+    assert at.get_potential_energy(force_consistent=True) == e  # free_energy
