@@ -7,9 +7,8 @@ outputs into extensive properties such as the total energy.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import train  # noqa: F401  (the subpackage: ednn.train.train(config), ednn.train.fit, ...)
+from ._version import __version__  # noqa: F401
 from .errors import (  # noqa: F401
     BackendError,
     ConfigError,

@@ -16,7 +16,6 @@ from ednn.parallel import (
     get_backend,
     scale_learning_rate,
     shard_indices,
-    warmup_factor,
 )
 
 LAUNCH_VARS = [
@@ -112,15 +111,13 @@ def test_epoch_permutation_depends_only_on_seed_and_epoch():
     assert not np.array_equal(a, epoch_permutation(50, seed=2, epoch=3))
 
 
-def test_lr_scaling_rules_and_warmup():
+def test_lr_scaling_rules():
     assert scale_learning_rate(0.01, "none", 4) == 0.01
     assert scale_learning_rate(0.01, "linear", 4) == pytest.approx(0.04)
     assert scale_learning_rate(0.01, "sqrt", 4) == pytest.approx(0.02)
     assert scale_learning_rate(0.01, "sqrt", 3) == pytest.approx(0.01 * math.sqrt(3))
     with pytest.raises(ConfigError, match="none"):
         scale_learning_rate(0.01, "quadratic", 2)
-    assert [warmup_factor(s, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
-    assert warmup_factor(0, 0) == 1.0
 
 
 def test_local_batch_size_must_divide(clean_env):

@@ -17,7 +17,7 @@ import os
 import sys
 from types import ModuleType
 
-from .. import __version__
+from .._version import __version__
 from ..errors import EdnnError, InputError
 
 __all__ = ["VERBS", "build_parser", "main"]

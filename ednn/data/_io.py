@@ -18,7 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import DatasetError, InputError
 
 SCHEMA_VERSION = 1

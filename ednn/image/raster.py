@@ -124,7 +124,7 @@ def _structure_arrays(atoms: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
         try:
             atoms = (atoms["positions"], atoms["numbers"], atoms["cell"], atoms.get("pbc", True))
         except KeyError as e:
-            raise InputError(f"structure dict lacks {e}; give positions, numbers, cell (and pbc)") from None
+            raise InputError(f"structure dict lacks {e}; give positions, numbers, cell (and pbc)") from e
     if isinstance(atoms, (tuple, list)) and len(atoms) == 4:
         pos, num, cell, pbc = atoms
         pos = np.asarray(pos, dtype=np.float64)

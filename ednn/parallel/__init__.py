@@ -18,7 +18,6 @@ from .base import (
     epoch_permutation,
     scale_learning_rate,
     shard_indices,
-    warmup_factor,
 )
 from .horovod_backend import HorovodBackend
 from .launch import LaunchInfo, detect_launch
@@ -38,7 +37,6 @@ __all__ = [
     "get_backend",
     "scale_learning_rate",
     "shard_indices",
-    "warmup_factor",
 ]
 
 _HOROVOD_BACKEND = None

@@ -99,17 +99,6 @@ def scale_learning_rate(lr: float, rule: str, size: int) -> float:
     return float(lr)
 
 
-def warmup_factor(step: int, warmup_steps: int) -> float:
-    """Linear warm-up multiplier ``min(1, (step + 1) / warmup_steps)``.
-
-    ``warmup_steps <= 0`` disables warm-up (factor 1). ``step`` counts
-    optimizer steps from the start of training (not of a resumed segment).
-    """
-    if warmup_steps <= 0:
-        return 1.0
-    return min(1.0, (int(step) + 1) / float(warmup_steps))
-
-
 class Backend(ABC):
     """What the training loop may ask of the parallel environment.
 

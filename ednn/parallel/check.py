@@ -32,11 +32,14 @@ import time
 
 import numpy as np
 
+from ..atoms.ising import ising_energy
+from ..predict.model import EnergyModel
+from ..train import Callback, fit, images_to_set
+from . import get_backend
+
 
 def ising_data(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random periodic spin images (size x size x 1) and their exact Ising energies (J = 1)."""
-    from ..atoms.ising import ising_energy
-
     rng = np.random.default_rng(seed)
     # a spread of magnetisations so that energies vary widely
     p = rng.uniform(0.1, 0.9, size=n)
@@ -79,16 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(a.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass
+    tf.config.threading.set_intra_op_parallelism_threads(a.threads)  # before TensorFlow starts: cannot fail here
+    tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
-
-    from ..predict.model import EnergyModel
-    from ..train import Callback, fit, images_to_set
-    from . import get_backend
 
     backend = get_backend(a.backend)
     backend.pin_gpu()

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ModelError
 
 __all__ = ["save_model", "read_model", "model_config_dict", "FORMAT"]

@@ -33,7 +33,7 @@ from ..image.tiling import layout_for, tile, untile
 from ..nn.batch import make_batch
 from ..nn.network import build_network, n_outputs
 from ..nn.outputs import EnergyOutput, FieldOutput, build_outputs, fit_references
-from . import artifact
+from .artifact import corrupt, read_model, save_model
 from .calculator import EDNNCalculator
 from .stream import stream_energy, stream_outputs
 
@@ -383,7 +383,7 @@ class EnergyModel:
 
     def save(self, path: str) -> str:
         """Write the model folder or ``.zip`` (see :mod:`ednn.predict.artifact`)."""
-        return artifact.save_model(self, path)
+        return save_model(self, path)
 
     def energy_tf_inputs(self, atoms: Any) -> dict[str, Any]:
         """What :meth:`energy_tf_core` needs besides the positions (NumPy arrays and scalars).
@@ -442,17 +442,17 @@ def load(path: str) -> EnergyModel:
         With ``predict_energy(atoms)``, ``predict_field``, ``energy_map``,
         ``atom_energies`` and ``calculator()``.
     """
-    with artifact.read_model(path) as (cfg, weights):
+    with read_model(path) as (cfg, weights):
         grid = GridSpec.from_dict(cfg["grid"]) if cfg["grid"] is not None else None
         tile_size = grid.tile_size if grid is not None else None
         try:
             model_cfg = normalize_model_config(cfg["model"])
         except Exception as e:
-            raise artifact.corrupt(path, f"its model section is invalid ({e})") from e
+            raise corrupt(path, f"its model section is invalid ({e})") from e
         net = build_network(model_cfg, cfg["in_channels"], cfg["dim"], tile_size=tile_size)
         try:
             net.load_weights(weights)
         except Exception as e:  # noqa: BLE001 (Keras raises several types for a bad file)
-            raise artifact.corrupt(path, f"its weights cannot be loaded ({e})") from e
+            raise corrupt(path, f"its weights cannot be loaded ({e})") from e
         return EnergyModel(net, model_cfg, grid, None, 1.0, cfg["in_channels"], cfg["dim"],
                            meta=cfg.get("meta", {}), outputs=cfg["outputs"])

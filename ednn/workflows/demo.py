@@ -20,7 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from ..atoms.labellers import get_labeller
+from ..atoms.structures import generate
+from ..data import DatasetWriter
 from ..plots import energy_map_plot, figure_format, learning_curve, parity_plot
+from ..train import train
 from .evaluate import (
     composition_baseline_mae,
     force_errors,
@@ -58,7 +62,6 @@ def _label(structs: Sequence[Any], labeller: Any, desc: str) -> tuple[np.ndarray
 
 def _write(path: str, structs: Sequence[Any], E: np.ndarray, F: Sequence[np.ndarray], labeller: Any) -> None:
     """A fresh HDF5 dataset of labelled structures (with the labeller's name and settings)."""
-    from ..data import DatasetWriter
 
     meta = {"labeller": {"name": getattr(labeller, "name", "tersoff"),
                          "settings": getattr(labeller, "settings", {})}}
@@ -88,9 +91,6 @@ def run_demo(out: str = "runs/demo", quick: bool = False, minutes: float | None 
     int
         0 (the exit code of ``ednn demo``).
     """
-    from ..atoms.labellers import get_labeller
-    from ..atoms.structures import generate
-    from ..train import train
 
     figure_format(f"x.{fmt}")  # refuse an unknown format before any work
     t_all = time.time()

@@ -18,8 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from ..data import Dataset
 from ..errors import DatasetError
 from ..plots import figure_format, learning_curve, parity_plot
+from ..predict.model import load
+from ..train import load_structures
 
 __all__ = [
     "metrics",
@@ -149,7 +152,6 @@ def dataset_forces(path: str) -> DataForces:
     missing: list[int] = []
     nonfinite: list[int] = []
     if path.endswith((".h5", ".hdf5")):
-        from ..data import Dataset
 
         with Dataset(path) as ds:
             for i in range(len(ds)):
@@ -205,8 +207,6 @@ def evaluate(model_path: str, data: str, out: str, fmt: str = "png") -> dict[str
     DatasetError
         The data have no energies.
     """
-    from ..predict.model import load
-    from ..train import load_structures
 
     figure_format(f"x.{fmt}")  # refuse an unknown format before any work
     model = load(model_path)
