@@ -120,7 +120,8 @@ def run_demo(out: str = "runs/demo", quick: bool = False, minutes: float | None 
 
     cfg = json.loads(json.dumps(DEMO_CONFIG))
     cfg["out"] = os.path.join(out, "run")
-    cfg["data"] = {"train": os.path.join(data_dir, "train.h5"), "val_fraction": 0.1}
+    # the held-out cells are a separate dataset (another seed), so no test split is taken from train.h5
+    cfg["data"] = {"train": os.path.join(data_dir, "train.h5"), "val_fraction": 0.1, "test_fraction": 0.0}
     cfg["train"]["max_time_s"] = budget
     if quick:
         cfg["train"]["epochs"] = 3
