@@ -63,9 +63,9 @@ def _is_number(v: Any) -> bool:
 
 def _number(name: str, v: Any, lo: float, hi: float, what: str, lo_open: bool = False, hi_open: bool = False
             ) -> float:
-    lo_ok = (v > lo) if lo_open else (v >= lo)
-    hi_ok = (v < hi) if hi_open else (v <= hi)
-    if not _is_number(v) or not math.isfinite(v) or not (lo_ok and hi_ok):
+    ok = _is_number(v) and math.isfinite(v)
+    ok = ok and ((v > lo) if lo_open else (v >= lo)) and ((v < hi) if hi_open else (v <= hi))
+    if not ok:
         span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
         raise ConfigError(f"generate option {name}={v!r} must be a number in {span}: {what}")
     return float(v)

@@ -275,6 +275,10 @@ def sample_configs(
         raise InputError(f"temperatures must be finite and > 0, got {temps}")
     if n_per_T < 1:
         raise InputError(f"n_per_T must be >= 1, got {n_per_T}")
+    if n_sweeps < 1:
+        raise InputError(f"n_sweeps must be >= 1 (sweeps between stored configurations), got {n_sweeps}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise InputError(f"seed must be an integer >= 0, got {seed!r}")
     if algorithm not in ("wolff", "metropolis"):
         raise InputError(f"unknown algorithm {algorithm!r}; choose 'wolff' or 'metropolis'")
     if start not in ("auto", "up", "random"):

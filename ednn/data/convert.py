@@ -49,7 +49,7 @@ XYZ_METADATA_KEY = "ednn_metadata"
 _XYZ_RESERVED = {"lattice", "properties", "pbc", "energy", "free_energy", "stress", "forces",
                  XYZ_METADATA_KEY}
 _XYZ_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_XYZ_PLAIN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.+-]*$")
+_XYZ_PLAIN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.+;-]*$")
 _XYZ_BOOL_WORDS = {"T", "F", "true", "false", "True", "False", "TRUE", "FALSE"}
 
 

@@ -237,6 +237,7 @@ class DatasetWriter:
         user_meta = normalise_json(dict(metadata or {}), "metadata")
         if not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        made_journal = not self.journal.exists()
         self.journal.mkdir(exist_ok=True)
         self._lock()
         try:
@@ -273,6 +274,8 @@ class DatasetWriter:
             # bring the file up to date with the journal (or create it, empty)
             self._consolidate()
         except BaseException:
+            if made_journal and all(p.name == "lock" for p in self.journal.iterdir()):
+                shutil.rmtree(self.journal)  # this writer made the sidecar and put nothing in it: leave none
             self._unlock()
             raise
 
