@@ -13,6 +13,8 @@ Kill it at any time (even ``kill -9``) and start the same command again: the
 finished records are kept and generation continues with the next index. The
 structures are ``ednn.atoms.structures.generate("mixed")`` with 6x6 to 8x8 primitive
 cells (72-128 atoms before defects), so the Gamma-point sampling is adequate;
+defects are left unrelaxed (``relax_defects=False``, recorded in the metadata and
+in each defect record's ``info["relaxed"]``): a DFT relaxation would cost ~80 DFT calls;
 ``--store-density`` also stores GPAW's pseudo valence density on its grid as a
 per-voxel target (``targets["density"]``).
 """
@@ -50,19 +52,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     meta = {"labeller": lab.metadata(), "recipe": "data_gen.dft_dataset", "kind": "mixed", "seed": args.seed,
-            "generate": {"n_atoms": list(args.n_atoms), "a": st.A_BNC}, "lattice_constant": st.A_BNC,
+            "generate": {"n_atoms": list(args.n_atoms), "a": st.A_BNC, "relax_defects": False},
+            "lattice_constant": st.A_BNC,
             "store_density": bool(args.store_density)}
     t0 = time.perf_counter()
     with DatasetWriter(Path(args.out), meta) as w:
         start = w.n_records
         gen = st.generate("mixed", args.n, args.seed, start=start, n_atoms=tuple(args.n_atoms), a=st.A_BNC,
-                          rectangular=False)
+                          rectangular=False, relax_defects=False)  # a DFT relaxation costs ~80 DFT calls
         for atoms in tqdm(gen, total=args.n, initial=start, desc=Path(args.out).name, unit="struct"):
             out = lab.label(atoms)
             targets = None
             if args.store_density:
                 targets = {"density": lab.calculator().get_pseudo_density()}
-            info = {k: atoms.info[k] for k in ("kind", "index", "seed", "defect") if k in atoms.info}
+            info = {k: atoms.info[k] for k in ("kind", "index", "seed", "defect", "relaxed") if k in atoms.info}
             w.append(atoms, energy=out["energy"], forces=out["forces"], stress=out["stress"], targets=targets,
                      info=info)
         n = w.n_records

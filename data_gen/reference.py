@@ -12,7 +12,13 @@ the remaining ones are generated exactly as an uninterrupted run would):
     MD at 300-1000 K with the labeller's forces.
 ``<out>/transfer.h5``
     ``--n-transfer`` (default 60) structures of the same mix with 1000-5000
-    atoms, for testing size transfer (train small, predict large).
+    atoms, for testing size transfer (train small, predict large). Its
+    disorder is random displacements only (no MD), but its defects are relaxed
+    with the labeller exactly as the training set's are, so that the
+    size-transfer figures measure the model, not a change of distribution.
+
+Every defect record says in its ``info["relaxed"]`` whether the relaxed
+structure was used.
 
 All cells use the common lattice constant ``ednn.atoms.structures.A_BNC`` (2.495 A),
 so a pixel spacing ``A_BNC / k`` makes every hexagonal cell commensurate with
@@ -55,7 +61,8 @@ def build(path: Path, labeller: Labeller, n: int, seed: int, n_atoms: tuple[int,
     dict
         ``{"path", "n_records", "new", "seconds", "atoms"}``.
     """
-    gen_kw = {"n_atoms": list(n_atoms), "a": st.A_BNC, "md_fraction": md_fraction}
+    # the labeller always goes to generate(): it relaxes the defects (whatever md_fraction is) and drives the MD
+    gen_kw = {"n_atoms": list(n_atoms), "a": st.A_BNC, "md_fraction": md_fraction, "relax_defects": True}
     metadata = {
         "labeller": labeller.metadata(),
         "recipe": "data_gen.reference",
@@ -72,13 +79,15 @@ def build(path: Path, labeller: Labeller, n: int, seed: int, n_atoms: tuple[int,
     with DatasetWriter(path, metadata, fsync=fsync) as w:
         start = w.n_records
         gen = st.generate(kind, n, seed, start=start, n_atoms=tuple(n_atoms), a=st.A_BNC,
-                          md_fraction=md_fraction, calc=labeller if md_fraction > 0 else None)
+                          md_fraction=md_fraction, calc=labeller, relax_defects=True)
         bar = tqdm(gen, total=n, initial=start, desc=path.name, unit="struct", disable=not progress,
                    file=sys.stderr, mininterval=1.0)
         for atoms in bar:
             lab = labeller.label(atoms)
-            info = {k: atoms.info[k] for k in ("kind", "index", "seed", "defect", "hetero", "md_temperature_K")
-                    if k in atoms.info}
+            info = {k: atoms.info[k] for k in ("kind", "index", "seed", "defect", "relaxed", "hetero",
+                                               "md_temperature_K") if k in atoms.info}
+            if lab["stress"] is None:
+                info["stress_absent"] = lab["stress_absent"]
             w.append(atoms, energy=lab["energy"], forces=lab["forces"], stress=lab["stress"], info=info)
             new += 1
             n_atoms_total += len(atoms)
