@@ -7,7 +7,7 @@ experiment trains the long-run architecture (experiments/long_train.yaml) on a
 subset of ``data/train.h5`` for the same wall-clock budget per setting (all
 settings run at the same time as separate, niced processes so they share the
 machine's load alike) and evaluates every model on the long run's held-out test
-split (same permutation as experiments/long_train.py).
+split (the same ``ednn.data.split_indices`` test split as experiments/long_train.py).
 
 It also measures the *z-flattening floor* on that test split: the mean
 |E_Tersoff(structure) - E_Tersoff(structure with z flattened to the mean
@@ -66,11 +66,15 @@ def _atomic_json(obj: Any, path: str) -> None:
 
 
 def split(n_total: int, test_fraction: float = 0.1, split_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The test/train+val split of experiments/long_train.py (same permutation)."""
-    rng = np.random.default_rng(split_seed + 12345)
-    perm = rng.permutation(n_total)
-    n_test = int(round(test_fraction * n_total))
-    return np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    """The test and train+val indices of experiments/long_train.py (ednn.data.split_indices).
+
+    The test split of the one rule depends only on the record count, the test fraction and the
+    seed, so it is long_train's whatever validation fraction that run used.
+    """
+    from ednn.data import split_indices
+
+    rest, _, test = split_indices(n_total, 0.0, test_fraction, split_seed)
+    return test, rest
 
 
 def load(n: int):

@@ -117,15 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, ROOT)
     import ednn
     from ednn.atoms.labellers import get_labeller
-    from ednn.data import Dataset
+    from ednn.data import Dataset, split_indices
 
     if not os.path.exists(args.data):
         raise SystemExit(f"{args.data} not found: run `make data` first")
     with Dataset(args.data) as ds:
         total = len(ds)
-    perm = np.random.default_rng(0).permutation(total)
-    tr_atoms, tr_E, tr_F = load(args.data, perm[: args.n])
-    te_atoms, te_E, te_F = load(args.data, perm[args.n : args.n + args.n_test])
+    if args.n + args.n_test > total:
+        raise SystemExit(f"--n {args.n} + --n-test {args.n_test} > {total} records in {args.data}")
+    # the one split rule (ednn.data.split_indices): its test split, and the first --n of the other records
+    rest, _, test = split_indices(total, 0.0, args.n_test / total, seed=0)
+    tr_atoms, tr_E, tr_F = load(args.data, rest[: args.n])
+    te_atoms, te_E, te_F = load(args.data, test)
     res: dict[str, Any] = {"experiment": "force_training", "data": os.path.relpath(args.data, ROOT),
                            "n_train_val": args.n, "n_test": args.n_test, "minutes_per_model": args.minutes,
                            "models": {}}

@@ -332,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, ROOT)
     from ednn.config import load_config
+    from ednn.data import split_indices
     from ednn.train import load_forces, load_structures, train
 
     cfg = load_config(args.config)
@@ -344,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.adapt_schedule:
         cfg["train"]["epochs"] = 100000  # the time budget stops the run; the schedule adapts
     cfg["train"]["max_time_s"] = 60.0 * args.minutes
-    cfg["data"]["test_fraction"] = 0.0  # we hold out our own test split below
+    cfg["data"]["test_fraction"] = args.test_fraction  # training holds out the test split (ednn.data.split_indices)
+    if cfg["data"].get("val"):
+        raise SystemExit("long_train splits validation and test from data.train; remove data.val from the config")
     if not os.path.isabs(cfg["data"]["train"]):
         cfg["data"]["train"] = os.path.join(ROOT, cfg["data"]["train"])
     if not os.path.isabs(cfg["out"]):
@@ -360,10 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg_note = {"data_source": data_source, "train_file": cfg["data"]["train"], "transfer_file": args.transfer}
     t0 = time.time()
     structures, energies = load_structures(cfg["data"]["train"])
-    rng = np.random.default_rng(cfg["data"]["split_seed"] + 12345)
-    perm = rng.permutation(len(structures))
-    n_test = int(round(args.test_fraction * len(structures)))
-    test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    # the one split rule, as training applies it to the same file: the test split is never trained or validated on
+    d = cfg["data"]
+    n_split = min(len(structures), d["max_structures"]) if d.get("max_structures") else len(structures)
+    tr_idx, va_idx, test_idx = split_indices(n_split, d["val_fraction"], d["test_fraction"], d["split_seed"])
+    train_idx = np.sort(np.concatenate([tr_idx, va_idx]))  # what training sees (train + validation)
     transfer = None
     if args.transfer and os.path.exists(args.transfer):
         ts, te = load_structures(args.transfer)
@@ -382,12 +386,9 @@ def main(argv: list[str] | None = None) -> int:
 
         model = ednn.load(os.path.join(cfg["out"], "model"))
     else:
-        forces = None
-        if cfg["train"]["force_weight"] > 0:
-            all_forces = load_forces(cfg["data"]["train"])
-            forces = [all_forces[i] for i in train_idx]
-        model = train(cfg, resume=args.resume, structures=[structures[i] for i in train_idx],
-                      energies=energies[train_idx], callbacks=[ev], forces=forces)
+        forces = load_forces(cfg["data"]["train"]) if cfg["train"]["force_weight"] > 0 else None
+        model = train(cfg, resume=args.resume, structures=structures, energies=energies, callbacks=[ev],
+                      forces=forces)  # all records: training splits them by the same rule (runs/.../split.json)
     ev.evaluate(model, final=True)
     return 0
 
