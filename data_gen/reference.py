@@ -63,6 +63,7 @@ def build(path: Path, labeller: Labeller, n: int, seed: int, n_atoms: tuple[int,
     """
     # the labeller always goes to generate(): it relaxes the defects (whatever md_fraction is) and drives the MD
     gen_kw = {"n_atoms": list(n_atoms), "a": st.A_BNC, "md_fraction": md_fraction, "relax_defects": True}
+    labeller.prepare()  # the settings stored below then hold what the set-up adds (e.g. the LAMMPS version)
     metadata = {
         "labeller": labeller.metadata(),
         "recipe": "data_gen.reference",

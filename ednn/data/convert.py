@@ -9,6 +9,7 @@ ASE reads back. A record that cannot be converted is reported with its index.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -286,8 +287,45 @@ def _is_h5(path: Path) -> bool:
         return False
 
 
+def _read_xyz(src: Path) -> Iterator[Atoms]:
+    """Frames of an (ext)xyz file parsed one at a time, so that a bad frame is reported with its index.
+
+    (ASE's reader indexes the whole file first and names no frame when one is malformed.)
+    """
+    lines = src.read_text().splitlines()
+    pos, k = 0, 0
+    while pos < len(lines):
+        if not lines[pos].strip():  # blank lines between or after frames
+            pos += 1
+            continue
+        try:
+            n = int(lines[pos].split()[0])
+        except ValueError as e:
+            raise InputError(
+                f"structure {k} of {src} (line {pos + 1}): expected the atom count, got {lines[pos][:60]!r}; "
+                f"fix that frame (structures 0..{k - 1} read fine)"
+            ) from e
+        frame = lines[pos : pos + 2 + n]
+        if len(frame) < 2 + n:
+            raise InputError(f"structure {k} of {src} is cut off: {n} atoms announced at line {pos + 1}, the file "
+                             f"ends after {len(frame) - 2}; complete or remove it")
+        try:
+            atoms = ase.io.read(io.StringIO("\n".join(frame) + "\n"), format="extxyz")
+        except Exception as e:  # noqa: BLE001 - ase.io raises many types; the chain keeps the original
+            raise InputError(
+                f"ase.io cannot read structure {k} of {src} (lines {pos + 1}-{pos + 2 + n}; {type(e).__name__}: "
+                f"{e}); fix that frame (structures 0..{k - 1} read fine)"
+            ) from e
+        yield atoms
+        pos += 2 + n
+        k += 1
+
+
 def _read_ase(src: Path) -> Iterator[Atoms]:
     """Frames of any file ase.io reads, one at a time; a bad frame is reported with its index."""
+    if src.suffix.lower() in XYZ_SUFFIXES:
+        yield from _read_xyz(src)
+        return
     i = 0
     frames = ase.io.iread(str(src), index=":")
     while True:

@@ -50,7 +50,8 @@ def label_dataset(
     dst : str or Path
         Output ``.h5`` (must differ from ``src``).
     labeller : Labeller
-        Anything with ``name``, ``settings`` and ``label(atoms) -> {"energy", "forces", "stress"}``.
+        Anything with ``name``, ``settings`` and ``label(atoms) -> {"energy", "forces", "stress"}``;
+        its ``prepare()``, if any, is called first.
     resume : bool
         Continue ``dst`` if it exists (True) or start it afresh (False).
     fsync : bool
@@ -69,6 +70,9 @@ def label_dataset(
     for attr in ("name", "settings", "label"):
         if not hasattr(labeller, attr):
             raise InputError(f"label_dataset needs a labeller with .{attr} (see ednn.atoms.labellers.get_labeller)")
+    prepare = getattr(labeller, "prepare", None)
+    if callable(prepare):  # set up first: engines add e.g. their version to the settings stored below
+        prepare()
     with Dataset(src) as ds:
         if len(ds) == 0:
             raise InputError(f"{src} holds no records; nothing to label")

