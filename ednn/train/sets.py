@@ -193,7 +193,8 @@ def load_structures(path: str, need_energy: bool = True) -> tuple[list[Any], np.
         E = np.array([a.get_potential_energy() for a in atoms])
     except Exception as e:  # noqa: BLE001 (ASE raises several types when there is no calculator)
         if need_energy:
-            raise DatasetError(f"structures in {path!r} carry no energies; label them first") from e
+            raise DatasetError(f"structures in {path!r} carry no energies; label them first (ednn gen convert "
+                               f"{path} X.h5, then ednn gen label X.h5 -o LABELLED.h5 --labeller tersoff)") from e
     return atoms, E
 
 

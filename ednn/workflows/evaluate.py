@@ -212,7 +212,8 @@ def evaluate(model_path: str, data: str, out: str, fmt: str = "png") -> dict[str
     model = load(model_path)
     structs, E = load_structures(data, need_energy=True)
     if E is None:
-        raise DatasetError(f"{data!r} has no energies; evaluation needs labelled structures")
+        raise DatasetError(f"{data!r} has no energies; evaluation needs labelled structures "
+                           f"(ednn gen label {data} -o LABELLED.h5 --labeller tersoff)")
     os.makedirs(out, exist_ok=True)
     pred = model.predict_energies(structs)
     n = np.array([n_atoms(s) for s in structs], dtype=float)
