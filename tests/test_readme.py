@@ -126,14 +126,14 @@ def _check_field(ns: dict[str, Any]) -> None:
     model, atoms, field = ns["model"], ns["atoms"], ns["field"]
     assert field.shape == (8, 12, 1)  # as the block's comment says
     for method in ("tiles", "stream"):
-        np.testing.assert_allclose(model.predict_field(atoms, "toy", method=method), field, rtol=0, atol=1e-5)
-    assert model.fields["toy"].prop.unit == "arb. unit"
+        np.testing.assert_allclose(model.predict_field(atoms, "cn_overlap", method=method), field, rtol=0, atol=1e-5)
+    assert model.fields["cn_overlap"].prop.unit == "1/Angstrom^4"
 
 
 #: text in a block -> check of the namespace after the block ran
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "rasterize(atoms, spec)": _check_images,
-    'model.predict_field(atoms, "toy")': _check_field,
+    'model.predict_field(atoms, "cn_overlap")': _check_field,
     'ednn.load("runs/demo/run/model")': _check_prediction,
 }
 
