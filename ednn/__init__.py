@@ -7,7 +7,6 @@ outputs into extensive properties such as the total energy.
 
 from __future__ import annotations
 
-from . import train  # noqa: F401  (the subpackage: ednn.train.train(config), ednn.train.fit, ...)
 from ._version import __version__  # noqa: F401
 from .errors import (  # noqa: F401
     BackendError,
@@ -30,3 +29,14 @@ from .image.raster import (  # noqa: F401
 )
 from .image.tiling import TileLayout, layout_for, tile, untile  # noqa: F401
 from .predict.model import EnergyModel, load  # noqa: F401
+
+_LAZY = ("atoms", "data", "train", "workflows", "parallel", "properties", "config", "plots")
+
+
+def __getattr__(name: str):
+    """Subpackages on first use (``ednn.train.train(cfg)`` after ``import ednn``), so ``import ednn`` stays fast."""
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'ednn' has no attribute {name!r}")
