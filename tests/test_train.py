@@ -81,6 +81,62 @@ def test_config_defaults_and_errors(tmp_path):
         load_config(str(tmp_path / "nope.yaml"))
 
 
+def test_config_ranges_yaml_numbers_and_shared_grid_defaults(tmp_path):
+    from ednn.config import DEFAULTS
+    from ednn.image.grid import GRID_DEFAULTS, GridSpec
+
+    for bad, msg in [({"train": {"plateau_factor": 1.5}}, r"train\.plateau_factor must be > 0 and < 1, got 1.5"),
+                     ({"train": {"min_lr_fraction": -0.1}}, r"train\.min_lr_fraction must be >= 0 and <= 1"),
+                     ({"train": {"decay_rate": 0.0}}, r"train\.decay_rate must be > 0 and <= 1"),
+                     ({"train": {"warmup_epochs": -1}}, r"train\.warmup_epochs must be >= 0"),
+                     ({"train": {"clip_norm": 0}}, r"train\.clip_norm must be > 0"),
+                     ({"train": {"threads": 0}}, r"train\.threads must be >= 1"),
+                     ({"train": {"learning_rate": float("nan")}}, r"train\.learning_rate must be a finite number"),
+                     ({"data": {"val_fraction": 0.6, "test_fraction": 0.5}}, r"val_fraction \+ data\.test_fraction"),
+                     ({"seed": -1}, r"seed must be >= 0"),
+                     ({"model": {"input_scale": 0}}, r"model\.input_scale must be > 0"),
+                     ({"data": {"targets": ["forces"]}}, r"per-atom property"),
+                     ({"data": {"targets": ["nonsense"]}}, r"unknown property 'nonsense'")]:
+        with pytest.raises(ConfigError, match=msg):
+            normalize_config(bad)
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  learning_rate: 3e-3\n  weight_decay: 1E-5\n")  # YAML 1.1 reads these as strings
+    c = load_config(str(p))
+    assert c["train"]["learning_rate"] == 0.003 and c["train"]["weight_decay"] == 1e-5
+    p.write_text("train:\n")  # an empty section, then a command-line override
+    assert load_config(str(p), overrides={"train": {"epochs": 3}})["train"]["epochs"] == 3
+    # one set of grid defaults: GridSpec's fields and the config's grid section
+    g = GridSpec()
+    for k in ("spacing", "sigma", "cutoff", "mode", "dim", "focus", "min_vacuum"):
+        assert DEFAULTS["grid"][k] == GRID_DEFAULTS[k] == getattr(g, k), k
+    assert set(DEFAULTS) == {"out", "seed", "data", "grid", "model", "train"}
+    assert DEFAULTS["model"]["layers"] == 5 and DEFAULTS["model"]["fields"] == {}
+
+
+def test_training_split_is_the_datasets_split(tmp_path):
+    """One rule: the run's test split is Dataset.split's, disjoint from the validation split it selects on."""
+    import json
+
+    from ednn.data import Dataset, DatasetWriter
+    from ednn.train import train
+
+    structs, E = toy_structures(20)
+    path = str(tmp_path / "d.h5")
+    with DatasetWriter(path) as w:
+        for a, e in zip(structs, E, strict=True):
+            w.append(a, energy=float(e))
+    cfg = json.loads(json.dumps(SMALL_CFG))
+    cfg.update(out=str(tmp_path / "r"), data={"train": path})  # default fractions 0.1 / 0.1, seed 0
+    cfg["train"]["epochs"] = 1
+    m = train(cfg)
+    split = json.load(open(tmp_path / "r" / "split.json"))
+    with Dataset(path) as ds:
+        tr, va, te = ds.split()
+    assert split["test"] == te.tolist() and split["val"] == va.tolist() and split["train"] == tr.tolist()
+    assert not set(split["test"]) & set(split["val"]) and len(split["test"]) == 2
+    assert m.meta["n_train"] == 16 and m.meta["n_val"] == 2
+
+
 def test_grid_heights_default_follows_dimension():
     from ednn.train import make_grid
 
