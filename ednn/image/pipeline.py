@@ -57,7 +57,7 @@ def n_metric(dim: int) -> int:
     return 3 if dim == 2 else 6
 
 
-def metric_features(lattice: np.ndarray, shape: tuple[int, ...], spacing: float) -> np.ndarray:
+def metric_features(lattice: np.ndarray, shape: tuple[int, ...], spacing: float, dtype: Any = np.float32) -> np.ndarray:
     """Constant input channels describing the pixel geometry of an image.
 
     Pixels run along the cell vectors, so a strained (or hexagonal vs
@@ -73,7 +73,7 @@ def metric_features(lattice: np.ndarray, shape: tuple[int, ...], spacing: float)
     d = len(shape)
     feats = [10.0 * (g[i, i] - 1.0) for i in range(d)]
     feats += [5.0 * g[i, j] / np.sqrt(g[i, i] * g[j, j]) for i in range(d) for j in range(i + 1, d)]
-    return np.asarray(feats, dtype=np.float32)
+    return np.asarray(feats, dtype=dtype)
 
 
 def metric_features_tf(lattice, n, spacing: float, d: int):
