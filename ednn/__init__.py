@@ -25,8 +25,8 @@ from .image.raster import (  # noqa: F401
     prepare,
     rasterize,
     rasterize_strips,
-    rasterize_tf,
 )
+from .image.raster_tf import rasterize_tf  # noqa: F401
 from .image.tiling import TileLayout, layout_for, tile, untile  # noqa: F401
 from .predict.model import EnergyModel, load  # noqa: F401
 

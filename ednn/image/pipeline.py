@@ -29,14 +29,8 @@ import numpy as np
 
 from ..errors import InputError
 from .grid import GridSpec
-from .raster import (
-    Prepared,
-    pixel_volume,
-    prepare,
-    raster_tf_inputs,
-    rasterize_strips,
-    rasterize_tf_core,
-)
+from .raster import Prepared, pixel_volume, prepare, rasterize_strips
+from .raster_tf import raster_tf_inputs, rasterize_tf_core
 from .tiling import layout_for, tile, tile_tf
 
 __all__ = ["InputPipeline", "gaussian_unit", "metric_features", "metric_features_tf", "n_metric", "wrap_pad"]
