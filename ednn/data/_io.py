@@ -20,10 +20,12 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import DatasetError, InputError
+from ..properties import ENERGY, FORCES, STRESS
 
 SCHEMA_VERSION = 1
 FORMAT = "ednn-dataset"
-UNITS = {"energy": "eV", "length": "Angstrom", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3"}
+#: units of the labels a dataset stores, from the property registry (ednn.properties)
+UNITS = {"length": "Angstrom", **{p.key: p.unit for p in (ENERGY, FORCES, STRESS)}}
 REC_RE = re.compile(r"^rec_(\d{9})\.npz$")
 TARGET_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 #: metadata keys every file gets afresh when written (never copied from a source file)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError, InputError
+from ..properties import ENERGY, FORCES, STRESS
 from ._io import TARGET_NAME_RE, to_json
 
 
@@ -54,19 +55,19 @@ def make_record(
             raise DatasetError(
                 f"energy is {e}: the labeller failed on this structure; skip or fix it, NaN labels are not stored"
             )
-        rec["energy"] = np.float64(e)
+        rec[ENERGY.key] = np.float64(e)
     if forces is not None:
         f = np.asarray(forces, dtype=np.float64)
         if f.shape != (n, 3):
             raise InputError(f"forces must have shape ({n}, 3) for {n} atoms, got {f.shape}")
         if not np.all(np.isfinite(f)):
             raise DatasetError("forces contain NaN or inf: the labeller failed on this structure")
-        rec["forces"] = f
+        rec[FORCES.key] = f
     if stress is not None:
         s = voigt(stress)
         if not np.all(np.isfinite(s)):
             raise DatasetError("stress contains NaN or inf: the labeller failed on this structure")
-        rec["stress"] = s
+        rec[STRESS.key] = s
     for name, value in (targets or {}).items():
         if not isinstance(name, str) or not TARGET_NAME_RE.match(name):
             raise InputError(f"target name {name!r} must match {TARGET_NAME_RE.pattern}")

@@ -18,6 +18,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from ...errors import BackendError, EdnnError, InputError
+from ...properties import ENERGY, FORCES, STRESS
 
 __all__ = ["Labeller", "LabellerCalculator", "CalculatorLabeller", "from_calculator"]
 
@@ -127,7 +128,7 @@ def finish(energy: float, forces: np.ndarray, stress: np.ndarray | None, name: s
         stress_absent = None
     elif not stress_absent:
         raise BackendError(f"labeller {name!r} gave no stress and no reason; a labeller must say why (stress_absent)")
-    return {"energy": energy, "forces": forces, "stress": stress, "stress_absent": stress_absent}
+    return {ENERGY.key: energy, FORCES.key: forces, STRESS.key: stress, "stress_absent": stress_absent}
 
 
 # ----------------------------------------------------------------------------
