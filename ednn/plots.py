@@ -158,7 +158,7 @@ def _log_axis(axis: Any, values: np.ndarray) -> None:
 
 
 def learning_curve_figure(log: str | os.PathLike | Sequence[dict], title: str = ""):
-    """Train/validation MAE (meV/atom, log scale) and learning rate per epoch.
+    """Train/validation MAE (meV/atom, log scale; the losses for per-voxel field models) and learning rate per epoch.
 
     Parameters
     ----------
@@ -184,12 +184,14 @@ def learning_curve_figure(log: str | os.PathLike | Sequence[dict], title: str = 
         raise InputError("the training log is empty: no epoch has finished yet, so there is no curve to draw")
     ep = np.array([h["epoch"] for h in hist])
     fig, ax = _figure((5.2, 3.6))
-    mae = np.array([h["mae_mev"] for h in hist], float)
-    ax.plot(ep, mae, "C0-", label="train MAE")
+    energy = "mae_mev" in hist[0]  # a per-voxel field model has no energy: its losses are drawn instead
+    key, val_key, what = ("mae_mev", "val_mae_mev", "MAE") if energy else ("loss", "val_loss", "loss")
+    mae = np.array([h[key] for h in hist], float)
+    ax.plot(ep, mae, "C0-", label=f"train {what}")
     shown = [mae]
-    if "val_mae_mev" in hist[0]:
-        val = np.array([h["val_mae_mev"] for h in hist], float)
-        ax.plot(ep, val, "C1-", label="validation MAE")
+    if val_key in hist[0]:
+        val = np.array([h[val_key] for h in hist], float)
+        ax.plot(ep, val, "C1-", label=f"validation {what}")
         best = int(np.nanargmin(val))
         ax.plot([ep[best]], [val[best]], "C1*", ms=9, label=f"best validation ({val[best]:.3g}, epoch {ep[best]})")
         shown.append(val)
@@ -198,7 +200,7 @@ def learning_curve_figure(log: str | os.PathLike | Sequence[dict], title: str = 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(which="major", alpha=0.3)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("energy MAE (meV/atom)")
+    ax.set_ylabel("energy MAE (meV/atom)" if energy else "loss (mean squared error / field scale^2)")
     handles, labels = ax.get_legend_handles_labels()
     if "lr" in hist[0]:
         ax2 = ax.twinx()

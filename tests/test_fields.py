@@ -120,6 +120,18 @@ def test_model_file_keeps_the_field(toy_run, tmp_path):
         loaded.predict_energy(structs[0])
 
 
+def test_evaluate_reports_field_errors(toy_run, tmp_path):
+    from ednn.workflows.evaluate import evaluate
+
+    model, structs, tmp = toy_run
+    m = evaluate(str(tmp / "run" / "model"), str(tmp / "toy.h5"), str(tmp_path / "eval"))
+    f = m["fields"]["toy"]
+    assert f["unit"] == "arb. unit" and f["n_structures"] == len(structs)
+    assert f["rmse"] < f["mean_baseline_rmse"] / 10 and f["mae"] <= f["rmse"] <= f["max"]
+    assert "mae_mev_per_atom" not in m  # a field model has no energy errors
+    assert json.load(open(tmp_path / "eval" / "metrics.json"))["fields"]["toy"]["rmse"] == f["rmse"]
+
+
 def test_energy_and_field_in_one_model(tmp_path):
     """Both outputs from one network: the energy stays extensive, the field tiles with the supercell."""
     structs = toy_structures(8, seed=1)

@@ -22,7 +22,7 @@ from ..data import Dataset
 from ..errors import DatasetError
 from ..plots import figure_format, learning_curve, parity_plot
 from ..predict.model import load
-from ..train import load_structures
+from ..train import load_structures, load_targets
 
 __all__ = [
     "metrics",
@@ -201,20 +201,40 @@ def evaluate(model_path: str, data: str, out: str, fmt: str = "png") -> dict[str
         ``by_size``, ``composition_baseline_mae_mev_per_atom`` and, when the
         data have forces, ``forces`` (eV/A errors, the number of structures used
         and those left out because their forces are missing or not finite).
+        For a model with per-voxel fields, ``fields``: per field its unit, MAE,
+        RMSE and max error over all voxels, beside the error of the data's mean.
 
     Raises
     ------
     DatasetError
-        The data have no energies.
+        The data lack the energies (of an energy model) or the targets (of a field model).
     """
 
     figure_format(f"x.{fmt}")  # refuse an unknown format before any work
     model = load(model_path)
-    structs, E = load_structures(data, need_energy=True)
-    if E is None:
-        raise DatasetError(f"{data!r} has no energies; evaluation needs labelled structures "
-                           f"(ednn gen label {data} -o LABELLED.h5 --labeller tersoff)")
+    has_energy = model.energy_output is not None
+    structs, E = load_structures(data, need_energy=has_energy)
     os.makedirs(out, exist_ok=True)
+    m: dict[str, Any] = {}
+    if has_energy:
+        m.update(_energy_metrics(model, data, structs, E, out, fmt))
+    if model.fields:
+        m["fields"] = field_metrics(model, data, structs)
+    log = os.path.join(os.path.dirname(os.path.abspath(model_path)), "log.json")
+    if os.path.exists(log):
+        learning_curve(log, os.path.join(out, f"learning_curve.{fmt}"))
+    tmp = os.path.join(out, f"metrics.json.tmp{os.getpid()}")
+    with open(tmp, "w") as fh:
+        json.dump(m, fh, indent=1)
+    os.replace(tmp, os.path.join(out, "metrics.json"))
+    if has_energy:
+        with open(os.path.join(out, "by_size.md"), "w") as fh:
+            fh.write(table_md(m["by_size"]))
+    return m
+
+
+def _energy_metrics(model, data: str, structs: list, E: np.ndarray, out: str, fmt: str) -> dict[str, Any]:
+    """Energy errors (meV/atom), by size, the composition baseline, force errors and the parity plot."""
     pred = model.predict_energies(structs)
     n = np.array([n_atoms(s) for s in structs], dtype=float)
     m: dict[str, Any] = metrics(E, pred, n)
@@ -224,7 +244,7 @@ def evaluate(model_path: str, data: str, out: str, fmt: str = "png") -> dict[str
     if len(ref.missing) < len(structs):  # the data have forces (some of them may be unusable)
         if model.head == "dense":
             warnings.warn(f"{data!r} has forces but the model has the dense head, which gives no forces; "
-                          "force errors are not computed", stacklevel=2)
+                          "force errors are not computed", stacklevel=3)
         else:
             use = ref.usable
             pred_f = model.predict_forces([structs[i] for i in use])
@@ -235,16 +255,29 @@ def evaluate(model_path: str, data: str, out: str, fmt: str = "png") -> dict[str
                 m["forces"]["nonfinite_records"] = ref.nonfinite[:20]
                 warnings.warn(f"forces of {len(ref.nonfinite)} of {len(structs)} structures in {data!r} contain "
                               f"NaN or inf (records {ref.nonfinite[:10]}); they are left out of the force errors. "
-                              "Relabel those structures (the labeller failed on them)", stacklevel=2)
+                              "Relabel those structures (the labeller failed on them)", stacklevel=3)
     parity_plot(E / n, pred / n, os.path.join(out, f"parity.{fmt}"), title=os.path.basename(data),
                 baseline_mae_mev=m["composition_baseline_mae_mev_per_atom"])
-    log = os.path.join(os.path.dirname(os.path.abspath(model_path)), "log.json")
-    if os.path.exists(log):
-        learning_curve(log, os.path.join(out, f"learning_curve.{fmt}"))
-    tmp = os.path.join(out, f"metrics.json.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(m, fh, indent=1)
-    os.replace(tmp, os.path.join(out, "metrics.json"))
-    with open(os.path.join(out, "by_size.md"), "w") as fh:
-        fh.write(table_md(m["by_size"]))
     return m
+
+
+def field_metrics(model, data: str, structs: list) -> dict[str, dict[str, Any]]:
+    """Per field of the model: MAE, RMSE and max error over all voxels and channels (the field's unit),
+    beside the error of predicting the data's mean value everywhere."""
+    out: dict[str, dict[str, Any]] = {}
+    labels = load_targets(data, list(model.fields))
+    for name, f in model.fields.items():
+        err = []
+        ref = []
+        for i, s in enumerate(structs):
+            pred = model.predict_field(s, name)
+            t = f.check(labels[name][i], pred.shape[:-1], where=f"record {i}: ")
+            err.append((pred - t).ravel())
+            ref.append(np.asarray(t, np.float64).ravel())
+        e, r = np.concatenate(err), np.concatenate(ref)
+        base = r - r.mean()
+        out[name] = {"unit": f.prop.unit, "n_structures": len(structs), "n_values": int(e.size),
+                     "mae": float(np.abs(e).mean()), "rmse": float(np.sqrt(np.mean(e * e))),
+                     "max": float(np.abs(e).max()), "mean_baseline_rmse": float(np.sqrt(np.mean(base * base))),
+                     "mean_baseline_mae": float(np.abs(base).mean())}
+    return out
