@@ -256,8 +256,6 @@ def normalize_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
             raise ConfigError(f"data.targets: {name!r} is a per-{prop.kind} property; train on 'energy' "
                               "(forces through train.force_weight) and per-voxel targets")
     out["model"]["energy"] = ENERGY.key in targets  # the energy output exists when the energy is a target
-    if not out["model"]["energy"] and not out["model"]["fields"] and len(targets) == 0:
-        raise ConfigError("data.targets is empty: name at least one label to train on")
     if g["species"] is not None and not g["species"]:
         raise ConfigError("grid.species is empty; list the elements, e.g. ['B', 'C', 'N'], or leave it out")
     if t["force_weight"] > 0 and out["model"]["head"] == "dense":
