@@ -77,7 +77,10 @@ class EnergyModel:
         self.meta = dict(meta or {})
         K = len(grid.species) if grid is not None else 1
         self.energy_output, self.fields = build_outputs(self.model_config, K, outputs)
-        if self.energy_output is not None and refs is not None:
+        if refs is not None:
+            if self.energy_output is None:
+                raise ModelError("reference energies given for a model without an energy output (model.energy is "
+                                 "false); leave refs out or add 'energy' to data.targets")
             self.refs, self.scale = refs, scale
         self.n_out = n_outputs(self.model_config)
         if grid is not None:
