@@ -359,15 +359,17 @@ def test_training_on_forces_improves_forces(tmp_path):
     err = {}
     for w in (0.0, 10.0):
         cfg = {"out": str(tmp_path / f"w{w}"), "seed": 0, "model": {"layers": 3, "filters": 16},
-               "data": {"val_fraction": 0.2},
-               "train": {"epochs": 30, "force_weight": w, "learning_rate": 3e-3, "progress": False}}
+               "data": {"val_fraction": 0.2, "test_fraction": 0.0},  # its test cells are a separate set
+               "train": {"epochs": 45, "force_weight": w, "learning_rate": 3e-3, "progress": False}}
         m = train(cfg, structures=structs, energies=E, forces=F)
         pred = m.predict_forces(test_structs)
         err[w] = float(np.mean([np.abs(p - f).mean() for p, f in zip(pred, test_F, strict=True)]))
         print(f"force_weight {w}: test force MAE {err[w]:.3f} eV/A")
         hist = json.load(open(tmp_path / f"w{w}" / "log.json"))
         assert ("val_force_mae_mev_a" in hist[-1]) == (w > 0)
-    # measured here: 1.669 eV/A (energies only) and 1.190 eV/A (force_weight 10) after 30 epochs
+    # measured here: 1.670 eV/A (energies only) and 1.067 eV/A (force_weight 10) after 45 epochs. (30 epochs gave
+    # 1.669 / 1.190 with the old split's record order and 1.526 / 1.250 with the sorted order of the one split
+    # rule, in the old code and the new alike: too little margin, so the run is longer)
     assert err[10.0] < 0.8 * err[0.0], err
 
 
