@@ -78,6 +78,28 @@ def test_load_errors(tmp_path):
         ednn.load(str(tmp_path / "empty"))
 
 
+def test_model_files_of_the_earlier_format_load(trained, tmp_path):
+    """Format ednn-model-1 (energy only: reference energies and scale at the top level) still loads, and a
+    format this ednn does not know is refused by name."""
+    import shutil
+
+    import ednn
+
+    model, out, structs, _ = trained
+    old = tmp_path / "old"
+    shutil.copytree(out / "model", old)
+    cfg = json.load(open(old / "config.json"))
+    e = cfg.pop("outputs")["energy"]
+    cfg.update(format="ednn-model-1", reference_energies=e["reference_energies"], scale=e["scale"])
+    cfg["model"] = {k: v for k, v in cfg["model"].items() if k not in ("energy", "fields")}  # keys of format 1
+    json.dump(cfg, open(old / "config.json", "w"))
+    np.testing.assert_array_equal(ednn.load(str(old)).predict_energies(structs[:3]), model.predict_energies(structs[:3]))
+    cfg["format"] = "ednn-model-9"
+    json.dump(cfg, open(old / "config.json", "w"))
+    with pytest.raises(ModelError, match="ednn-model-9"):
+        ednn.load(str(old))
+
+
 def test_unknown_species_at_prediction(trained):
     from ase import Atoms
 
