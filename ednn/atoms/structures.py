@@ -24,55 +24,13 @@ reference datasets for every kind, so that one pixel spacing fits all cells.
 
 from __future__ import annotations
 
-from .build import (
-    A_BNC,
-    A_GRAPHENE,
-    A_HBN,
-    BOND_CUTOFF,
-    D_INTERLAYER,
-    MIN_DISTANCE,
-    STACKINGS,
-    VACUUM_C,
-    bcn_alloy,
-    bilayer,
-    graphene,
-    hbn,
-    heterostructure,
-    honeycomb,
-    supercell_size,
-)
-from .defects import coordination, divacancy, nanopore, stone_wales, vacancy
-from .disorder import md_snapshots, min_distance, rattle, strain
-from .generate import GENERATE_OPTIONS, KINDS, MIX, check_generate_args, generate
+from . import build as _build
+from . import defects as _defects
+from . import disorder as _disorder
+from . import generate as _generate
+from .build import *  # noqa: F403
+from .defects import *  # noqa: F403
+from .disorder import *  # noqa: F403
+from .generate import *  # noqa: F403
 
-__all__ = [
-    "A_GRAPHENE",
-    "A_HBN",
-    "A_BNC",
-    "VACUUM_C",
-    "BOND_CUTOFF",
-    "MIN_DISTANCE",
-    "STACKINGS",
-    "D_INTERLAYER",
-    "KINDS",
-    "MIX",
-    "GENERATE_OPTIONS",
-    "graphene",
-    "hbn",
-    "honeycomb",
-    "bcn_alloy",
-    "heterostructure",
-    "bilayer",
-    "vacancy",
-    "divacancy",
-    "stone_wales",
-    "nanopore",
-    "strain",
-    "rattle",
-    "md_snapshots",
-    "min_distance",
-    "coordination",
-    "supercell_size",
-    "generate",
-    "check_generate_args",
-]
+__all__ = [*_build.__all__, *_defects.__all__, *_disorder.__all__, *_generate.__all__]

@@ -100,21 +100,19 @@ def stream_energy(model, atoms: Any, rows_per_strip: int | None = None) -> float
 def stream_energy_map(model, atoms: Any, rows_per_strip: int | None = None) -> np.ndarray:
     """Per-pixel network energies (eV, references excluded), assembled from strips."""
     e = model._energy()
-    return stream_outputs(model, atoms, rows_per_strip)[..., e.channel] * _weight(model, atoms) * e.scale
-
-
-def _weight(model, atoms: Any) -> float:
-    return model.pipeline.pixel_weight(model.pipeline.prepare(atoms))
+    p = model.pipeline.prepare(atoms)  # validated once; the strips reuse it
+    return stream_outputs(model, p, rows_per_strip)[..., e.channel] * model.pipeline.pixel_weight(p) * e.scale
 
 
 def stream_outputs(model, atoms: Any, rows_per_strip: int | None = None) -> np.ndarray:
     """All network output channels ``(n_1, ..., n_d, n_out)`` assembled from strips (per-voxel fields).
 
-    The inputs stream with flat memory; the result itself is a per-voxel array
-    the size of the image.
+    ``atoms`` may also be the pipeline's :class:`~ednn.image.raster.Prepared`
+    structure. The inputs stream with flat memory; the result itself is a
+    per-voxel array the size of the image.
     """
     p = model.pipeline.prepare(atoms)
     out = np.zeros(p.shape + (model.n_out,))
-    for r0, y, _ in _strip_outputs(model, atoms, rows_per_strip):
+    for r0, y, _ in _strip_outputs(model, p, rows_per_strip):
         out[r0 : r0 + len(y)] = y
     return out
