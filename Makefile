@@ -10,7 +10,7 @@ export LD_LIBRARY_PATH := $(abspath $(VENV))/lib:$(LD_LIBRARY_PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv demo test test-slow lint horovod data data-ising bench-raster bench-predict ising long-train clean help
+.PHONY: venv demo test test-slow lint horovod dft data-ldos data data-ising bench-raster bench-predict ising long-train clean help
 
 help: ## list the targets and what they do (this text, generated from the comments on the targets)
 	@echo "usage: make TARGET   (a new user needs two: make demo, make test)"
@@ -27,17 +27,23 @@ venv: $(VENV)/.installed ## create .venv: ednn (editable), TensorFlow (TF=cpu|gp
 horovod: venv ## build/install the patched Horovod wheel into .venv (cached in ~/.cache/ednn/wheels)
 	bash scripts/build_horovod.sh $(VENV)
 
+dft: venv ## install GPAW and its PAW setups into .venv (Debian's libxc/OpenBLAS via apt as root; ~1 min)
+	bash scripts/install_gpaw.sh $(VENV)
+
 lint: venv ## ruff on ednn, data_gen, tests, experiments
 	$(BIN)/ruff check ednn data_gen tests experiments
 
-test: venv horovod lint ## lint and the default test suite (sets up .venv with the test extras and Horovod)
+test: venv horovod dft lint ## lint and the default test suite (sets up .venv with the test extras and Horovod)
 	$(BIN)/python -m pytest -q -m "not slow" --durations=10 tests
 
-test-slow: venv ## the long tests (pytest -m slow)
+test-slow: venv dft ## the long tests (pytest -m slow)
 	$(BIN)/python -m pytest -q -m slow tests
 
 data: venv ## build the reference Tersoff datasets data/train.h5 and data/transfer.h5
 	$(BIN)/python -m data_gen.reference --out data
+
+data-ldos: venv dft ## aluminium LDOS + density datasets from GPAW in data/ldos (hours; resumable, see data_gen/ldos.py)
+	nice -n 10 $(BIN)/python -m data_gen.ldos --out data/ldos
 
 data-ising: venv ## build the Ising datasets (8x8 train, 128x128 test) in data/
 	$(BIN)/python -m data_gen.ising --out data

@@ -53,7 +53,7 @@ GEN_SRC = textwrap.dedent(
         energy = float(-np.sum(np.exp(-r2)) + n)
         forces = rng.normal(size=(n, 3))
         stress = rng.normal(size=6)
-        dens = rng.normal(size=(int(rng.integers(2, 5)), 3, 2)).astype(np.float32)
+        dens = np.abs(rng.normal(size=(int(rng.integers(2, 5)), 3, 2))).astype(np.float32)  # a density is >= 0
         return atoms, energy, forces, stress, {"density": dens}, {"i": i, "tag": "t%d" % (i % 3)}
     """
 )

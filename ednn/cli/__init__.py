@@ -25,6 +25,7 @@ __all__ = ["VERBS", "build_parser", "main"]
 #: verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
     "gen": ("ednn.cli.gen", "generate and label a dataset (HDF5)"),
+    "ldos": ("ednn.cli.ldos", "check an LDOS dataset, or derive DOS properties at any electronic temperature"),
     "config": ("ednn.cli.config", "print the full resolved training configuration (--show CONFIG)"),
     "train": ("ednn.cli.model", "train a model from a config file"),
     "predict": ("ednn.cli.model", "predict energies of structures with a trained model"),

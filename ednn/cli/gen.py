@@ -13,6 +13,7 @@ Examples
     ednn gen graphene --n 50 --labeller none -o data/raw.h5          # structures only
     ednn gen label data/raw.h5 -o data/raw_tersoff.h5 --labeller tersoff   # label them (resumable)
     ednn gen ising --L 8 --temperatures 1.5:3.5:21 --n-per-T 200 -o data/ising8.h5
+    ednn gen aluminium --n 8 --set size=2 --set temperature=933 --labeller-opt temperature=298 -o data/al32.h5
     ednn gen convert OUTCAR data/vasp.h5        # or x.extxyz / x.db -> .h5, .h5 -> .extxyz / .h5
 """
 
@@ -22,17 +23,18 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from ..atoms import structures
+from ..atoms import bulk, structures
 from ..atoms.ising import sample_configs
 from ..atoms.labellers import Labeller, get_labeller
 from ..data import Dataset, DatasetWriter, convert, label_dataset, write_image_dataset
 from ..errors import BackendError, ConfigError, EdnnError, InputError
 
-SPECIAL = ("ising", "convert", "label")
+SPECIAL = ("ising", "convert", "label", "aluminium")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "kind",
         help=f"structure kind ({', '.join(structures.KINDS)}: see ednn.atoms.structures), "
+        "'aluminium' (fcc Al snapshots for LDOS labels; --set size=, temperature=), "
         "'label' (label an existing dataset), 'ising', or 'convert'",
     )
     parser.add_argument("paths", nargs="*", help="for 'convert': SRC DST; for 'label': IN.h5")
@@ -50,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed (>= 0); record i depends only on (seed, i)")
     parser.add_argument("--labeller", default=None,
                         help="tersoff (default; tersoff-ilp for the bilayer kind), tersoff-ilp, rebo, lcbop, xtb, "
-                        "gpaw, or none (structures only; defects stay unrelaxed)")
+                        "gpaw, gpaw-ldos (DFT with the LDOS and density; default for aluminium), "
+                        "or none (structures only; defects stay unrelaxed)")
     parser.add_argument(
         "--labeller-opt", action="append", default=[], metavar="KEY=VALUE", help="labeller setting (repeatable)"
     )
@@ -259,7 +263,28 @@ def run_structures(args: argparse.Namespace) -> int:
     structures.check_generate_args(args.kind, args.n, args.seed, **kw, calc=labeller)
     gen_meta = {"kind": args.kind, "seed": args.seed, "kwargs": _jsonable(kw),
                 "defects_relaxed": labeller is not None and kw.get("relax_defects", True)}
-    meta = {"generator": gen_meta, "labeller": None if labeller is None else labeller.metadata()}
+    meta = {"generator": gen_meta, "labeller": None if labeller is None else labeller.metadata(),
+            **_energy_grid(labeller)}
+    return _write_records(args, meta, labeller, lambda start: structures.generate(
+        args.kind, args.n, args.seed, start=start, calc=labeller, **kw))
+
+
+def _energy_grid(labeller: Labeller | None) -> dict[str, Any]:
+    """``{"energy_grid": ...}`` for the metadata of a dataset whose labeller makes an LDOS, else ``{}``."""
+    settings = getattr(labeller, "settings", None) or {}
+    if settings.get("energy_grid") and not settings.get("density_only"):
+        return {"energy_grid": settings["energy_grid"]}
+    return {}
+
+
+def _write_records(args: argparse.Namespace, meta: dict[str, Any], labeller: Labeller | None,
+                   make: Callable[[int], Iterator[Any]]) -> int:
+    """Label the structures ``make(start)`` yields and append them to ``args.out``, resumably, with a progress bar.
+
+    A labeller's per-voxel targets and per-record info (``label()["targets"]``,
+    ``["info"]``) go into the record with the structure's own info; each
+    record's info also gets ``label_seconds``.
+    """
     with DatasetWriter(args.out, metadata=meta, resume=not args.restart) as w:
         start = w.n_records
         if start >= args.n:
@@ -267,23 +292,51 @@ def run_structures(args: argparse.Namespace) -> int:
             return 0
         bar = _bar(args, args.n, start, f"gen {args.kind}")
         t0 = time.time()
-        for i, atoms in enumerate(structures.generate(args.kind, args.n, args.seed, start=start, calc=labeller,
-                                                      **kw), start):
+        for i, atoms in enumerate(make(start), start):
             lab: dict[str, Any] = {}
             info = _jsonable(atoms.info)
             if labeller is not None:
+                t1 = time.perf_counter()
                 lab = _label_one(labeller, atoms, f"record {i} ({args.kind})")
                 if lab.get("stress") is None:
                     info["stress_absent"] = lab.get("stress_absent")
+                info.update(lab.get("info") or {})
+                info["label_seconds"] = round(time.perf_counter() - t1, 3)
             w.append(atoms, energy=lab.get("energy"), forces=lab.get("forces"), stress=lab.get("stress"),
-                     info=info or None)
+                     targets=lab.get("targets"), info=info or None)
             if bar is not None:
                 bar.update(1)
+                if labeller is not None:
+                    bar.set_postfix_str(f"last {info['label_seconds']:.1f} s/record")
         if bar is not None:
             bar.close()
         n_done = w.n_records
     print(f"{args.out}: {n_done} records ({n_done - start} new in {time.time() - t0:.1f} s)", file=sys.stderr)
     return 0
+
+
+ALUMINIUM_OPTIONS = ("size", "temperature", "a", "steps", "timestep")
+
+
+def run_aluminium(args: argparse.Namespace) -> int:
+    """``ednn gen aluminium``: fcc Al snapshots from EMT MD, labelled (default ``gpaw-ldos``), resumably."""
+    if not args.out:
+        raise InputError("give the output file with -o/--out (e.g. -o data/al32_298K.h5)")
+    if args.n < 1:
+        raise InputError(f"--n must be >= 1, got {args.n}")
+    if args.size is not None:
+        raise ConfigError("--size is for sheets; give the aluminium cell with --set size=2 (4 * size^3 atoms)")
+    kw = _kv(args.set, "--set")
+    unknown = sorted(set(kw) - set(ALUMINIUM_OPTIONS))
+    if unknown:
+        raise ConfigError(f"--set {', '.join(unknown)}: unknown option(s) of aluminium_snapshots; valid options "
+                          f"are {list(ALUMINIUM_OPTIONS)} (e.g. --set size=2 --set temperature=933)")
+    list(bulk.aluminium_snapshots(0, seed=args.seed, **kw))  # checks the options before any file exists
+    labeller = _labeller(args.labeller or "gpaw-ldos", args.labeller_opt)
+    meta = {"generator": {"kind": "aluminium", "seed": args.seed, "kwargs": _jsonable(kw)},
+            "labeller": None if labeller is None else labeller.metadata(), **_energy_grid(labeller)}
+    return _write_records(args, meta, labeller,
+                          lambda start: bulk.aluminium_snapshots(args.n, seed=args.seed, start=start, **kw))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -298,4 +351,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"unexpected extra arguments {args.paths}; only 'convert' and 'label' take paths")
     if args.kind == "ising":
         return run_ising(args)
+    if args.kind == "aluminium":
+        return run_aluminium(args)
     return run_structures(args)

@@ -37,7 +37,10 @@ def label_dataset(
     ``dst`` gets the structures, per-record info and targets of ``src``, the
     labeller's energy, forces and stress, and the metadata of ``src`` with
     ``labeller = {"name", "settings"}`` and ``labelled_from = {"path", "labeller"}``
-    (the source's labeller, if it had one). The writer is the kill-safe
+    (the source's labeller, if it had one). Per-voxel targets and per-record
+    info that the labeller returns (``label()["targets"]``, ``label()["info"]``,
+    e.g. the LDOS and density of ``gpaw-ldos``) are added to the record's own
+    (a target of the same name replaces the source's). The writer is the kill-safe
     :class:`~ednn.data.DatasetWriter`: kill it and rerun, and the records
     already labelled in ``dst`` are kept. A stress the labeller reports as absent
     (``label()["stress"] is None``) is recorded as such, with its reason, in the
@@ -82,6 +85,9 @@ def label_dataset(
             "labeller": {"name": str(labeller.name), "settings": dict(labeller.settings)},
             "labelled_from": {"path": os.path.abspath(src), "labeller": old.get("labeller")},
         }
+        settings = dict(labeller.settings)
+        if settings.get("energy_grid") and not settings.get("density_only"):  # the LDOS window of every record
+            meta["energy_grid"] = settings["energy_grid"]
         with DatasetWriter(dst, metadata=meta, resume=resume, fsync=fsync) as w:
             start = w.n_records
             if start > len(ds):
@@ -100,7 +106,10 @@ def label_dataset(
                     ) from e
                 if lab.get("stress") is None and lab.get("stress_absent"):
                     info["stress_absent"] = str(lab["stress_absent"])
-                targets = {t: ds.target(t, i) for t in ds.target_names} or None
+                info.update(lab.get("info") or {})
+                targets = {t: ds.target(t, i) for t in ds.target_names}
+                targets.update(lab.get("targets") or {})
+                targets = targets or None
                 try:
                     w.append(atoms, energy=lab.get("energy"), forces=lab.get("forces"), stress=lab.get("stress"),
                              targets=targets, info=info or None)

@@ -51,6 +51,7 @@ from ._io import (
     to_json,
 )
 from ._records import make_record, read_journal_record, rec_to_bytes, signature
+from .ldos import check_electronic_targets
 
 __all__ = ["DatasetWriter"]
 
@@ -374,12 +375,17 @@ class DatasetWriter:
             Stress in eV/Angstrom^3 (stored in Voigt order).
         targets : dict of str to array, optional
             Per-voxel (or other per-record array) targets, any shape per record.
+            ``"ldos"`` and ``"density"`` are checked by
+            :func:`ednn.data.ldos.check_electronic_targets` (an LDOS needs the
+            dataset's ``metadata["energy_grid"]`` and ``info["energy_grid"]``).
         info : dict, optional
             JSON-serialisable per-record information.
         """
         if self._closed:
             raise DatasetError(f"DatasetWriter for {self.path} is closed")
         rec = make_record(atoms, energy, forces, stress, targets, info)
+        if targets and ("ldos" in targets or "density" in targets):
+            check_electronic_targets(targets, info, abs(float(atoms.cell.volume)), self._meta.get("energy_grid"))
         sig = signature(rec)
         if self._sig is None and self._pending:
             self._sig = signature(read_journal_record(self._rec_path(self._pending[0])))

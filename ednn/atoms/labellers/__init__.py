@@ -28,6 +28,10 @@ Available labellers (:data:`LABELLERS`, :func:`get_labeller`):
     tblite GFN1-xTB, Gamma point only (cells must be large enough).
 ``"gpaw"``
     GPAW LCAO (dzp, PBE); optional extra ``pip install .[dft]``.
+``"gpaw-ldos"``
+    GPAW plane waves with Fermi-Dirac occupations at an electronic temperature;
+    besides energy and forces it returns per-voxel targets, the LDOS on an
+    energy grid and the electron density (:mod:`.ldos`).
 
 Any ASE calculator can be wrapped with :func:`from_calculator`.
 
@@ -51,6 +55,7 @@ from .lammps import (
     layer_ids,
     lower_triangular,
 )
+from .ldos import GpawLdosLabeller
 from .tiers import gpaw_labeller, xtb_labeller
 
 __all__ = [
@@ -58,6 +63,7 @@ __all__ = [
     "Labeller",
     "CalculatorLabeller",
     "TersoffLabeller",
+    "GpawLdosLabeller",
     "LammpsLabeller",
     "LAMMPS_PRESETS",
     "layer_ids",
@@ -72,6 +78,7 @@ LABELLERS: dict[str, Callable[..., Labeller]] = {
     **{key: lammps_preset(key) for key in LAMMPS_PRESETS},
     "xtb": xtb_labeller,
     "gpaw": gpaw_labeller,
+    "gpaw-ldos": GpawLdosLabeller,
 }
 
 
@@ -80,11 +87,12 @@ def get_labeller(name: str = "tersoff", **settings: Any) -> Labeller:
 
     Parameters
     ----------
-    name : {"tersoff", "tersoff-ilp", "rebo", "lcbop", "xtb", "gpaw"}
+    name : {"tersoff", "tersoff-ilp", "rebo", "lcbop", "xtb", "gpaw", "gpaw-ldos"}
         ``"tersoff"`` (default, LAMMPS + BNC.tersoff), ``"tersoff-ilp"`` (+ the
         interlayer potential, for stacks), ``"rebo"`` and ``"lcbop"`` (LAMMPS,
         carbon), ``"xtb"`` (tblite GFN1-xTB, Gamma point), ``"gpaw"`` (LCAO dzp
-        PBE, optional extra). Case-insensitive.
+        PBE, optional extra), ``"gpaw-ldos"`` (PW DFT with the LDOS and density
+        as per-voxel targets). Case-insensitive.
     **settings
         Passed to the labeller (e.g. ``potential=``, ``min_cell_length=``,
         ``basis=``).

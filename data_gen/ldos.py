@@ -1,0 +1,73 @@
+"""The aluminium LDOS datasets (issue 12), built resumably in the background.
+
+Each job is one ``ednn gen aluminium`` run (fcc Al snapshots from EMT MD at an
+ionic temperature, labelled by ``gpaw-ldos`` at an electronic temperature);
+kill this script at any time (even ``kill -9``) and start it again: finished
+records are kept and every job continues where it stopped. Snapshot seeds are
+shared between electronic temperatures, so the T_e = 933 K and 2000 K records
+are the same structures as the first ones at 298 K::
+
+    nohup nice python -m data_gen.ldos --out data/ldos > data/ldos.log 2>&1 &
+    python -m data_gen.ldos --out data/ldos --jobs al4_298K_Te298 --n 2   # one job, fewer records
+
+After the jobs, ``ednn ldos check`` runs on every file and the reports go to
+``OUT/checks.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ednn.cli import main as ednn_main
+from ednn.data.ldos import validate_ldos_dataset
+
+#: name -> (cell repeats, ionic temperature K, electronic temperature K, records, seed)
+JOBS: dict[str, tuple[int, float, float, int, int]] = {
+    "al4_298K_Te298": (1, 298.0, 298.0, 6, 0),
+    "al4_933K_Te298": (1, 933.0, 298.0, 6, 1),
+    "al4_298K_Te933": (1, 298.0, 933.0, 3, 0),
+    "al4_298K_Te2000": (1, 298.0, 2000.0, 3, 0),
+    "al32_298K_Te298": (2, 298.0, 298.0, 2, 0),
+    "al32_933K_Te298": (2, 933.0, 298.0, 2, 1),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry (see the module docstring)."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="data/ldos", help="output folder")
+    ap.add_argument("--jobs", nargs="*", default=list(JOBS), help=f"jobs to run (default all: {list(JOBS)})")
+    ap.add_argument("--n", type=int, default=None, help="records per job (default: the job's)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    unknown = sorted(set(args.jobs) - set(JOBS))
+    if unknown:
+        ap.error(f"unknown job(s) {unknown}; jobs are {list(JOBS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in args.jobs:
+        size, t_ion, t_e, n, seed = JOBS[name]
+        t0 = time.time()
+        cmd = ["gen", "aluminium", "--n", str(args.n or n), "--seed", str(seed), "--set", f"size={size}",
+               "--set", f"temperature={t_ion}", "--labeller-opt", f"temperature={t_e}", "-o",
+               str(out / f"{name}.h5")] + (["--no-progress"] if args.no_progress else [])
+        print(f"== {name}: ednn {' '.join(cmd)}", flush=True)
+        rc = ednn_main(cmd)
+        if rc:
+            return rc
+        print(f"== {name}: done in {time.time() - t0:.0f} s", flush=True)
+    reports = {}
+    for name in args.jobs:
+        rep = validate_ldos_dataset(out / f"{name}.h5")
+        reports[name] = rep
+        print(f"{name}: {rep['n_records']} records, worst {rep['worst']}, {'ok' if rep['ok'] else 'CHECKS FAIL'}")
+    (out / "checks.json").write_text(json.dumps(reports, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""The ``"gpaw-ldos"`` labeller: DFT energies, forces, and the LDOS and electron density on GPAW's real-space grid.
+
+GPAW (plane-wave mode, PBE by default) runs a self-consistent calculation with
+Fermi-Dirac occupations at the electronic temperature ``temperature`` (K),
+point-group symmetry off (time reversal kept, which leaves ``|psi|^2`` summed
+over the irreducible k-points equal to the sum over the whole zone), and a
+Monkhorst-Pack mesh of ``ceil(kpt_density / |a_i|)`` points along each periodic
+lattice vector. From its Kohn-Sham states the labeller builds, on the
+wave-function grid (point ``(i, j, k)`` at ``(i/N1, j/N2, k/N3)`` of the cell):
+
+``targets["ldos"]``, shape ``(N1, N2, N3, n_E)``, 1/(eV Angstrom^3), float32
+    ``LDOS(r, E) = sum_{k,n} (2 / n_spins) w_k |psi_nk(r)|^2 g(E - e_nk)`` on the
+    energy grid :class:`ednn.electronic.EnergyGrid` (absolute Kohn-Sham energies,
+    GPAW's zero), with MALA's Gaussian ``g(x) = exp(-(x/s)^2) / (s sqrt(pi))``
+    of width ``s = broadening`` (default: the grid spacing).
+``targets["density"]``, shape ``(N1, N2, N3)``, 1/Angstrom^3, float32
+    ``n(r) = sum_{k,n} (2 / n_spins) w_k f_nk |psi_nk(r)|^2``, the same states
+    with GPAW's own occupations.
+
+**The PAW correction.** GPAW's pseudo wave functions are not normalised on the
+grid (their norms here are 0.99-1.07); the missing part is the atom-centred
+augmentation. The labeller renormalises each state on the grid:
+``|psi_nk|^2 -> |psi_nk|^2 / sum_r |psi_nk(r)|^2 dV``, so every state carries
+exactly one electron (times its occupation) and the LDOS integrates to the
+electron count. The augmentation charge is thereby spread over the state's
+pseudo density instead of being kept on the atoms: the density is the
+renormalised *valence pseudo-density*, not GPAW's all-electron density.
+
+Each record's ``info`` gets GPAW's Fermi level, free energy, energy extrapolated
+to zero width, eigenvalue band energy, electron count, the eigenvalues and
+k-point weights, grid shape, voxel volume, energy grid, broadening, electronic
+temperature, the settings, the GPAW version and the seconds the record took.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from ...electronic import KB, EnergyGrid, gaussian
+from ...errors import BackendError, InputError
+from .base import Labeller, check_atoms, finish
+
+__all__ = ["GpawLdosLabeller", "kpoint_mesh", "AL_ENERGY_GRID"]
+
+#: The default energy window for aluminium: -3 .. 9.475 eV absolute (GPAW's zero), 25 meV apart.
+#: fcc Al's band bottom is near -2.3 eV and its Fermi level near 7.0 eV with PBE in GPAW. The spacing
+#: and the default broadening (equal to it) were chosen on the measured broadening bias of the Fermi
+#: level (experiments/ldos_labels.py): a Gaussian of s = 0.2 eV on 0.1 eV moves mu by 69 meV on Al4 at
+#: 6x6x6; s = 0.025 eV by 3 meV.
+AL_ENERGY_GRID = EnergyGrid(start=-3.0, spacing=0.025, n=500)
+
+
+def kpoint_mesh(atoms: Atoms, kpt_density: float) -> tuple[int, int, int]:
+    """Monkhorst-Pack mesh with ``ceil(kpt_density / |a_i|)`` points along each periodic vector (1 otherwise)."""
+    if not (isinstance(kpt_density, (int, float)) and math.isfinite(kpt_density) and kpt_density > 0):
+        raise InputError(f"kpt_density must be a positive number of Angstrom (k-points times cell length), "
+                         f"got {kpt_density!r}")
+    lengths = atoms.cell.lengths()
+    return tuple(max(1, math.ceil(kpt_density / L - 1e-9)) if p else 1
+                 for L, p in zip(lengths, atoms.pbc))  # type: ignore[return-value]
+
+
+class GpawLdosLabeller(Labeller):
+    """GPAW plane-wave DFT with the LDOS and density on the real-space grid as per-voxel targets.
+
+    Parameters
+    ----------
+    temperature : float
+        Electronic temperature (K) of the Fermi-Dirac occupations (> 0).
+    energy_grid : EnergyGrid or dict, optional
+        The fixed absolute energy window of the LDOS (default
+        :data:`AL_ENERGY_GRID`). Every record of a dataset must share it.
+    broadening : float, optional
+        Gaussian width ``s`` (eV) in MALA's convention (default: the grid spacing; MALA
+        uses twice a 0.1 eV spacing, which biases the Fermi level by tens of meV for
+        the k-meshes affordable here).
+    ecut : float
+        Plane-wave cutoff (eV); it sets the real-space grid (300 eV: 18^3 points for a 4.04 A cube).
+    kpt_density : float
+        k-points times cell length (Angstrom) along each periodic direction
+        (24: 6x6x6 for the 4-atom cube, 3x3x3 for the 32-atom one).
+    kpts : (int, int, int), optional
+        An explicit mesh instead of ``kpt_density``.
+    xc : str
+        Exchange-correlation functional.
+    extra_bands : int
+        Bands beyond the occupied ones: ``nbands = ceil(n_electrons / 2 * band_factor) + extra_bands``.
+    band_factor : float
+        See ``extra_bands``; the labeller checks that the highest converged band
+        at every k-point lies at least 3 broadening widths above the window's
+        top, and says how to fix it if not.
+    density_only : bool
+        Store only the density (no LDOS, no window check), for large cells with vacuum.
+    convergence : dict, optional
+        GPAW convergence criteria (default ``{"density": 1e-6, "eigenstates": 1e-8, "bands": -4}``,
+        the top four bands left unconverged and unused).
+    txt : str, optional
+        GPAW log file (None: silent).
+    """
+
+    name = "gpaw-ldos"
+
+    def __init__(
+        self,
+        temperature: float = 298.0,
+        energy_grid: EnergyGrid | dict | None = None,
+        broadening: float | None = None,
+        ecut: float = 300.0,
+        kpt_density: float = 24.0,
+        kpts: tuple[int, int, int] | None = None,
+        xc: str = "PBE",
+        extra_bands: int = 8,
+        band_factor: float = 1.6,
+        density_only: bool = False,
+        convergence: dict | None = None,
+        txt: str | None = None,
+    ) -> None:
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            raise InputError(f"electronic temperature must be > 0 K, got {temperature!r}")
+        grid = AL_ENERGY_GRID if energy_grid is None else energy_grid
+        if isinstance(grid, dict):
+            grid = EnergyGrid.from_dict(grid)
+        if not isinstance(grid, EnergyGrid):
+            raise InputError(f"energy_grid must be an ednn.electronic.EnergyGrid or its dict, got {type(grid).__name__}")
+        width = grid.spacing if broadening is None else float(broadening)
+        if not (math.isfinite(width) and width > 0):
+            raise InputError(f"broadening must be a positive width in eV, got {broadening!r}")
+        if not (isinstance(ecut, (int, float)) and ecut > 0):
+            raise InputError(f"ecut must be a positive plane-wave cutoff in eV, got {ecut!r}")
+        if kpts is not None:
+            kpts = tuple(int(k) for k in kpts)  # type: ignore[assignment]
+            if len(kpts) != 3 or min(kpts) < 1:
+                raise InputError(f"kpts must be three positive integers, got {kpts!r}")
+        kpoint_mesh(Atoms("H", cell=[1, 1, 1], pbc=True), kpt_density)  # validates kpt_density
+        if extra_bands < 0 or band_factor < 1:
+            raise InputError("extra_bands must be >= 0 and band_factor >= 1")
+        self.grid = grid
+        self.width = width
+        self.temperature = float(temperature)
+        self.density_only = bool(density_only)
+        self.txt = txt
+        self.convergence = dict(convergence or {"density": 1e-6, "eigenstates": 1e-8, "bands": -4})
+        super().__init__({
+            "engine": "gpaw", "mode": "pw", "ecut": float(ecut), "xc": xc, "kpt_density": float(kpt_density),
+            "kpts": None if kpts is None else list(kpts), "electronic_temperature_K": self.temperature,
+            "occupations": "fermi-dirac", "symmetry": "point group off, time reversal on",
+            "energy_grid": grid.to_dict(), "broadening_eV": width,
+            "broadening_convention": "exp(-((E-e)/s)^2)/(s sqrt(pi))",
+            "paw_correction": "each state renormalised to one electron on the grid",
+            "extra_bands": int(extra_bands), "band_factor": float(band_factor),
+            "density_only": self.density_only, "convergence": self.convergence,
+        })
+
+    # ------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Import GPAW and find its PAW setups now; record GPAW's version in the settings."""
+        gpaw = _import_gpaw()
+        self.settings["gpaw_version"] = str(gpaw.__version__)
+
+    def check(self, atoms: Atoms) -> None:
+        """InputError for structures this labeller cannot treat (no setup, no periodic cell volume)."""
+        check_atoms(atoms)
+        if abs(atoms.cell.volume) < 1e-6 or not atoms.pbc.all():
+            raise InputError(
+                "gpaw-ldos needs a fully periodic cell with a volume (pbc=True in all three directions; give a "
+                f"2D sheet vacuum along z and pbc=True), got pbc={atoms.pbc.tolist()}, volume {atoms.cell.volume:.3g}"
+            )
+        _import_gpaw()
+        from gpaw.setup_data import search_for_file  # noqa: PLC0415
+
+        xc = self.settings["xc"]
+        for sym in sorted(set(atoms.get_chemical_symbols())):
+            try:
+                search_for_file(f"{sym}.{xc}")
+            except (RuntimeError, OSError) as e:
+                raise InputError(
+                    f"GPAW has no PAW setup for element {sym!r} with xc {xc!r} ({e}); install the gpaw-data "
+                    "package (`pip install gpaw-data`) or choose structures of elements it covers"
+                ) from e
+
+    def n_bands(self, atoms: Atoms, n_electrons: float) -> int:
+        """Number of bands GPAW computes for ``atoms`` with ``n_electrons`` valence electrons."""
+        return int(math.ceil(n_electrons / 2 * self.settings["band_factor"])) + self.settings["extra_bands"]
+
+    def mesh(self, atoms: Atoms) -> tuple[int, int, int]:
+        """The k-point mesh used for ``atoms``."""
+        if self.settings["kpts"] is not None:
+            return tuple(self.settings["kpts"])  # type: ignore[return-value]
+        return kpoint_mesh(atoms, self.settings["kpt_density"])
+
+    def run(self, atoms: Atoms) -> Any:
+        """The converged GPAW calculator of ``atoms`` (a copy; ``atoms`` is untouched)."""
+        self.check(atoms)
+        gpaw = _import_gpaw()
+        from gpaw import PW, FermiDirac  # noqa: PLC0415
+
+        at = atoms.copy()
+        valence = _valence_electrons(at, self.settings["xc"])
+        calc = gpaw.GPAW(
+            mode=PW(self.settings["ecut"]), xc=self.settings["xc"], kpts=self.mesh(at),
+            occupations=FermiDirac(KB * self.temperature), symmetry={"point_group": False},
+            nbands=self.n_bands(at, valence), convergence=self.convergence, txt=self.txt,
+        )
+        at.calc = calc
+        try:
+            at.get_potential_energy()
+        except Exception as e:  # noqa: BLE001 - GPAW raises many kinds; chained
+            raise BackendError(f"GPAW failed on this {len(at)}-atom structure: {type(e).__name__}: {e}") from e
+        return at
+
+    def label(self, atoms: Atoms) -> dict[str, Any]:
+        """Energy, forces, stress, and ``targets`` (ldos, density) with ``info`` (see the module docs)."""
+        t0 = time.perf_counter()
+        at = self.run(atoms)
+        calc = at.calc
+        energy = at.get_potential_energy()
+        free = at.get_potential_energy(force_consistent=True)
+        forces = at.get_forces()
+        t_scf = time.perf_counter() - t0
+        bands = self.convergence.get("bands")
+        n_used = calc.get_number_of_bands() + (bands if isinstance(bands, int) and bands < 0 else 0)
+        states = kohn_sham_states(calc, n_used)
+        top = self.grid.stop + 3 * self.width
+        if not self.density_only and states["highest"].min() < top:
+            k = int(np.argmin(states["highest"]))
+            raise BackendError(
+                f"the highest converged band at k-point {k} is at {states['highest'][k]:.2f} eV, below the window's "
+                f"top plus 3 broadening widths ({top:.2f} eV): the LDOS near the top would miss states. Raise "
+                "band_factor or extra_bands, or lower the window's top"
+            )
+        ng = states["shape"]
+        dv = at.get_volume() / np.prod(ng)
+        n_e = float(calc.get_number_of_electrons())
+        density = np.zeros(int(np.prod(ng)))
+        ldos = None if self.density_only else np.zeros((density.size, self.grid.n))
+        e_grid = self.grid.energies
+        for _spin, _k, weight, eps, occ, psi2 in states["iter"]():
+            # psi2: (nb, Ng) renormalised |psi|^2 (each row sums to 1 / dv)
+            density += occ @ psi2
+            if ldos is not None:
+                g = gaussian(e_grid[None, :] - eps[:, None], self.width)  # (nb, nE)
+                ldos += psi2.T @ (g * weight)
+        info = {
+            "electronic_temperature_K": self.temperature,
+            "fermi_level_eV": float(calc.get_fermi_level()),
+            "free_energy_eV": float(free),
+            "energy_zero_width_eV": float(energy),
+            "band_energy_eigen_eV": float(states["band_energy"]),
+            "n_electrons": n_e,
+            "n_spins": int(states["n_spins"]),
+            "eigenvalues_eV": states["eigenvalues"].tolist(),
+            "kpoint_weights": states["weights"].tolist(),
+            "kpts": list(self.mesh(at)),
+            "grid_shape": [int(n) for n in ng],
+            "voxel_volume_A3": float(dv),
+            "energy_grid": self.grid.to_dict(),
+            "broadening_eV": self.width,
+            "gpaw_version": self.settings.get("gpaw_version", str(_import_gpaw().__version__)),
+            "scf_seconds": t_scf,
+            "seconds": time.perf_counter() - t0,
+        }
+        targets = {"density": density.reshape(ng).astype(np.float32)}
+        if ldos is not None:
+            targets["ldos"] = ldos.reshape(*ng, self.grid.n).astype(np.float32)
+        lab = finish(energy, forces, None, self.name,
+                     stress_absent="gpaw-ldos computes no stress (its PW stress would double the cost)")
+        lab["targets"] = targets
+        lab["info"] = info
+        return lab
+
+
+def kohn_sham_states(calc: Any, n_bands: int) -> dict[str, Any]:
+    """The lowest ``n_bands`` Kohn-Sham states of a converged GPAW calculation, in the form the LDOS needs.
+
+    Returns a dict with ``eigenvalues`` (n_spins, n_k, n_b) in eV, ``weights``
+    (n_k,) summing to 1, ``highest`` (n_k,) the highest used band's energy at
+    each k-point, ``band_energy`` (eV, sum of occupation x eigenvalue),
+    ``shape`` of the wave-function grid, and ``iter()``, a generator of
+    ``(spin, k, weight, eps, occ, psi2)`` with ``weight = (2 / n_spins) w_k``,
+    ``occ = weight x f_nk`` and ``psi2`` (n_b, N_grid) the renormalised
+    ``|psi_nk(r)|^2`` in 1/Angstrom^3.
+    """
+    ns = int(calc.get_number_of_spins())
+    wk = np.asarray(calc.get_k_point_weights(), dtype=float)
+    nk = len(wk)
+    nb = int(n_bands)
+    eps = np.array([[calc.get_eigenvalues(kpt=k, spin=s)[:nb] for k in range(nk)] for s in range(ns)])
+    occ_f = np.array([[calc.get_occupation_numbers(kpt=k, spin=s)[:nb] for k in range(nk)] for s in range(ns)])
+    # GPAW's occupation numbers include the k-point weight and the spin factor
+    band_energy = float(np.sum(occ_f * eps))
+    first = calc.dft.wave_functions(n1=0, n2=1, kpt=0, spin=0).data
+    shape = tuple(int(n) for n in first.shape[1:])
+    volume = calc.get_atoms().get_volume()
+    dv = volume / np.prod(shape)
+
+    def gen():
+        for s in range(ns):
+            for k in range(nk):
+                psi = calc.dft.wave_functions(n1=0, n2=nb, kpt=k, spin=s).data.reshape(nb, -1)
+                p2 = psi.real ** 2 + psi.imag ** 2 if np.iscomplexobj(psi) else psi ** 2
+                norms = p2.sum(axis=1) * dv
+                if np.any(norms < 0.5) or np.any(norms > 1.5):
+                    raise BackendError(
+                        f"pseudo wave-function norms at k-point {k} range {norms.min():.3f}-{norms.max():.3f}; "
+                        "expected about 1 (0.9-1.1): the grid or the GPAW API differs from what ednn expects"
+                    )
+                p2 /= norms[:, None]  # each state now carries one electron: sum_r p2 dv = 1
+                weight = 2.0 / ns * wk[k]
+                yield s, k, weight, eps[s, k], occ_f[s, k], p2
+    return {"eigenvalues": eps, "weights": wk, "highest": eps[..., -1].min(axis=0), "band_energy": band_energy,
+            "shape": shape, "n_spins": ns, "iter": gen}
+
+
+def _valence_electrons(atoms: Atoms, xc: str) -> float:
+    """Valence electrons of ``atoms`` in GPAW's setups (from the setup files' headers)."""
+    from gpaw.setup import create_setup  # noqa: PLC0415
+
+    counts: dict[str, float] = {}
+    for sym in set(atoms.get_chemical_symbols()):
+        counts[sym] = float(create_setup(sym, xc).Nv)
+    return sum(counts[s] for s in atoms.get_chemical_symbols())
+
+
+def _import_gpaw() -> Any:
+    try:
+        import gpaw  # noqa: PLC0415
+    except ImportError as exc:
+        raise BackendError(
+            f"the 'gpaw-ldos' labeller needs GPAW ({exc}); run `make dft` (installs libxc and OpenBLAS from "
+            "Debian and builds GPAW with its PAW setups into .venv), or `pip install .[dft]` after "
+            "`apt-get install -y libxc-dev libopenblas-dev` with CC=g++"
+        ) from exc
+    return gpaw
