@@ -32,7 +32,7 @@ from ednn.atoms.labellers import get_labeller  # noqa: E402
 from ednn.atoms.labellers.ldos import AL_ENERGY_GRID, GpawLdosLabeller, kpoint_mesh  # noqa: E402
 
 COARSE = {"ecut": 200.0, "kpts": [2, 2, 2]}
-GRID = EnergyGrid(start=-4.0, spacing=0.1, n=140)
+GRID = EnergyGrid(start=-5.0, spacing=0.1, n=150)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_kpoint_mesh_and_defaults():
     sheet.pbc = (True, True, False)
     assert kpoint_mesh(sheet, 24.0) == (6, 6, 1)
     lab = get_labeller("gpaw-ldos", temperature=933)
-    assert lab.settings["electronic_temperature_K"] == 933.0 and lab.settings["energy_grid"]["n"] == 500
+    assert lab.settings["electronic_temperature_K"] == 933.0 and lab.settings["energy_grid"]["n"] == 580
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -133,8 +133,26 @@ def test_structure_gpaw_cannot_treat():
         lab.label(bad)
     flake = bulk("Al", "fcc", a=4.04, cubic=True)
     flake.pbc = False
-    with pytest.raises(InputError, match="fully periodic cell"):
+    with pytest.raises(InputError, match="not periodic but the vacuum across it is only"):
         lab.label(flake)
+
+
+def test_sheet_density_on_a_3d_grid_with_vacuum():
+    """An h-BN sheet (pbc in-plane only, 20 A cell): density-only labels on the 3D grid, computed periodically
+    with one k-point across the vacuum; the density holds the valence electrons and vanishes in the vacuum."""
+    from ednn.atoms import structures as st
+
+    sheet = next(st.generate("hbn", 1, 0, n_atoms=(8, 8)))
+    assert not sheet.pbc[2] and len(sheet) == 8
+    lab = GpawLdosLabeller(temperature=298.0, density_only=True, ecut=150.0, kpt_density=4.0)  # Gamma: a quick run
+    out = lab.label(sheet)
+    assert "ldos" not in out["targets"] and out["info"]["kpts"][2] == 1
+    dens = out["targets"]["density"].astype(np.float64)
+    assert dens.sum() * out["info"]["voxel_volume_A3"] == pytest.approx(32.0, rel=1e-6)  # B 3 + N 5 valence, x4
+    profile = dens.sum(axis=(0, 1))
+    z_sheet = int(round(sheet.positions[:, 2].mean() / sheet.cell[2, 2] * len(profile)))
+    assert profile.argmax() in range(z_sheet - 3, z_sheet + 4)
+    assert profile[0] < 1e-4 * profile.max()  # the vacuum 10 A away from the sheet
 
 
 def _record(ng=(4, 4, 4), n_e=GRID.n, volume=64.0):
@@ -147,7 +165,7 @@ def _record(ng=(4, 4, 4), n_e=GRID.n, volume=64.0):
 def test_record_checks_refuse_bad_targets():
     targets, info = _record()
     check_electronic_targets(targets, info, 64.0, GRID.to_dict())  # a good record passes
-    other = EnergyGrid(start=-5.0, spacing=0.1, n=140)
+    other = EnergyGrid(start=-6.0, spacing=0.1, n=150)
     with pytest.raises(InputError, match="every record of a dataset must share one absolute energy window"):
         check_electronic_targets(targets, {**info, "energy_grid": other.to_dict()}, 64.0, GRID.to_dict())
     t2, i2 = _record(n_e=GRID.n - 1)
@@ -176,7 +194,7 @@ def test_writer_applies_the_record_checks(tmp_path):
     targets, info = _record()
     with DatasetWriter(tmp_path / "x.h5", metadata={"energy_grid": GRID.to_dict()}) as w:
         w.append(atoms, energy=-1.0, targets=targets, info=info)
-        other = EnergyGrid(start=-4.0, spacing=0.05, n=140)
+        other = EnergyGrid(start=-5.0, spacing=0.05, n=150)
         with pytest.raises(InputError, match="share one absolute energy window"):
             w.append(atoms, energy=-1.0, targets=targets, info={**info, "energy_grid": other.to_dict()})
     with Dataset(tmp_path / "x.h5") as ds:

@@ -47,12 +47,15 @@ from .base import Labeller, check_atoms, finish
 
 __all__ = ["GpawLdosLabeller", "kpoint_mesh", "AL_ENERGY_GRID"]
 
-#: The default energy window for aluminium: -3 .. 9.475 eV absolute (GPAW's zero), 25 meV apart.
-#: fcc Al's band bottom is near -2.3 eV and its Fermi level near 7.0 eV with PBE in GPAW. The spacing
+#: The default energy window for aluminium: -5 .. 9.475 eV absolute (GPAW's zero), 25 meV apart.
+#: fcc Al's band bottom is near -3.8 eV and its Fermi level near 7.0 eV with PBE in GPAW (6x6x6). The spacing
 #: and the default broadening (equal to it) were chosen on the measured broadening bias of the Fermi
 #: level (experiments/ldos_labels.py): a Gaussian of s = 0.2 eV on 0.1 eV moves mu by 69 meV on Al4 at
 #: 6x6x6; s = 0.025 eV by 3 meV.
-AL_ENERGY_GRID = EnergyGrid(start=-3.0, spacing=0.025, n=500)
+AL_ENERGY_GRID = EnergyGrid(start=-5.0, spacing=0.025, n=580)
+
+#: Vacuum (Angstrom) required across a non-periodic direction (computed periodically with one k-point).
+MIN_VACUUM = 10.0
 
 
 def kpoint_mesh(atoms: Atoms, kpt_density: float) -> tuple[int, int, int]:
@@ -165,11 +168,21 @@ class GpawLdosLabeller(Labeller):
     def check(self, atoms: Atoms) -> None:
         """InputError for structures this labeller cannot treat (no setup, no periodic cell volume)."""
         check_atoms(atoms)
-        if abs(atoms.cell.volume) < 1e-6 or not atoms.pbc.all():
+        if abs(atoms.cell.volume) < 1e-6:
             raise InputError(
-                "gpaw-ldos needs a fully periodic cell with a volume (pbc=True in all three directions; give a "
-                f"2D sheet vacuum along z and pbc=True), got pbc={atoms.pbc.tolist()}, volume {atoms.cell.volume:.3g}"
+                "gpaw-ldos needs a cell with a volume (periodic in-plane, vacuum along the other directions), "
+                f"got volume {atoms.cell.volume:.3g} A^3; give the structure a cell (atoms.center(vacuum=...))"
             )
+        for axis in np.flatnonzero(~atoms.pbc):
+            # a non-periodic direction is computed periodically (plane waves), one k-point, across the vacuum
+            frac = atoms.get_scaled_positions(wrap=False)[:, axis]
+            gap = (1.0 - (frac.max() - frac.min())) * atoms.cell.lengths()[axis]
+            if gap < MIN_VACUUM:
+                raise InputError(
+                    f"direction {'xyz'[axis]} is not periodic but the vacuum across it is only {gap:.1f} A: "
+                    f"gpaw-ldos computes it periodically and needs at least {MIN_VACUUM} A between the images "
+                    "(atoms.center(vacuum=..., axis=...)), or mark it periodic"
+                )
         _import_gpaw()
         from gpaw.setup_data import search_for_file  # noqa: PLC0415
 
@@ -200,9 +213,10 @@ class GpawLdosLabeller(Labeller):
         from gpaw import PW, FermiDirac  # noqa: PLC0415
 
         at = atoms.copy()
+        at.pbc = True  # plane waves: a non-periodic direction has vacuum (checked) and one k-point (mesh)
         valence = _valence_electrons(at, self.settings["xc"])
         calc = gpaw.GPAW(
-            mode=PW(self.settings["ecut"]), xc=self.settings["xc"], kpts=self.mesh(at),
+            mode=PW(self.settings["ecut"]), xc=self.settings["xc"], kpts=self.mesh(atoms),
             occupations=FermiDirac(KB * self.temperature), symmetry={"point_group": False},
             nbands=self.n_bands(at, valence), convergence=self.convergence, txt=self.txt,
         )
@@ -215,6 +229,7 @@ class GpawLdosLabeller(Labeller):
 
     def label(self, atoms: Atoms) -> dict[str, Any]:
         """Energy, forces, stress, and ``targets`` (ldos, density) with ``info`` (see the module docs)."""
+        check_atoms(atoms)
         t0 = time.perf_counter()
         at = self.run(atoms)
         calc = at.calc
@@ -225,6 +240,13 @@ class GpawLdosLabeller(Labeller):
         bands = self.convergence.get("bands")
         n_used = calc.get_number_of_bands() + (bands if isinstance(bands, int) and bands < 0 else 0)
         states = kohn_sham_states(calc, n_used)
+        bottom = self.grid.start + 3 * self.width
+        if not self.density_only and states["eigenvalues"].min() < bottom:
+            raise BackendError(
+                f"the lowest Kohn-Sham state is at {states['eigenvalues'].min():.2f} eV, below the window's start "
+                f"plus 3 broadening widths ({bottom:.2f} eV): the LDOS would miss its electrons. Start the energy "
+                "window lower (energy_grid=EnergyGrid(start=..., spacing=..., n=...))"
+            )
         top = self.grid.stop + 3 * self.width
         if not self.density_only and states["highest"].min() < top:
             k = int(np.argmin(states["highest"]))
@@ -255,7 +277,7 @@ class GpawLdosLabeller(Labeller):
             "n_spins": int(states["n_spins"]),
             "eigenvalues_eV": states["eigenvalues"].tolist(),
             "kpoint_weights": states["weights"].tolist(),
-            "kpts": list(self.mesh(at)),
+            "kpts": list(self.mesh(atoms)),
             "grid_shape": [int(n) for n in ng],
             "voxel_volume_A3": float(dv),
             "energy_grid": self.grid.to_dict(),
