@@ -10,8 +10,10 @@ are the same structures as the first ones at 298 K::
     nohup nice python -m data_gen.ldos --out data/ldos > data/ldos.log 2>&1 &
     python -m data_gen.ldos --out data/ldos --jobs al4_298K_Te298 --n 2   # one job, fewer records
 
-After the jobs, ``ednn ldos check`` runs on every file and the reports go to
-``OUT/checks.json``.
+``sheets_defect_density`` labels 2D sheets with defects (graphene, h-BN; left
+unrelaxed) with the electron density only, on the 3D grid across 20 A of vacuum.
+After the jobs, ``ednn ldos check`` runs on every aluminium file and the
+reports go to ``OUT/checks_<jobs>.json``.
 """
 
 from __future__ import annotations
@@ -35,37 +37,49 @@ JOBS: dict[str, tuple[int, float, float, int, int]] = {
     "al32_933K_Te298": (2, 933.0, 298.0, 2, 1),
 }
 
+#: name -> (structure kind, atom-count range, records, seed): 2D sheets, electron density only on the 3D grid
+SHEET_JOBS: dict[str, tuple[str, str, int, int]] = {
+    "sheets_defect_density": ("defect", "16,40", 4, 0),
+}
+
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="data/ldos", help="output folder")
-    ap.add_argument("--jobs", nargs="*", default=list(JOBS), help=f"jobs to run (default all: {list(JOBS)})")
+    ap.add_argument("--jobs", nargs="*", default=[*JOBS, *SHEET_JOBS],
+                    help=f"jobs to run (default all: {[*JOBS, *SHEET_JOBS]})")
     ap.add_argument("--n", type=int, default=None, help="records per job (default: the job's)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    unknown = sorted(set(args.jobs) - set(JOBS))
+    unknown = sorted(set(args.jobs) - set(JOBS) - set(SHEET_JOBS))
     if unknown:
-        ap.error(f"unknown job(s) {unknown}; jobs are {list(JOBS)}")
+        ap.error(f"unknown job(s) {unknown}; jobs are {[*JOBS, *SHEET_JOBS]}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.jobs:
-        size, t_ion, t_e, n, seed = JOBS[name]
         t0 = time.time()
-        cmd = ["gen", "aluminium", "--n", str(args.n or n), "--seed", str(seed), "--set", f"size={size}",
-               "--set", f"temperature={t_ion}", "--labeller-opt", f"temperature={t_e}", "-o",
-               str(out / f"{name}.h5")] + (["--no-progress"] if args.no_progress else [])
+        if name in SHEET_JOBS:  # defects left unrelaxed: a DFT relaxation would cost ~80 DFT runs per record
+            kind, size_range, n, seed = SHEET_JOBS[name]
+            cmd = ["gen", kind, "--n", str(args.n or n), "--seed", str(seed), "--size", size_range,
+                   "--labeller", "gpaw-ldos", "--labeller-opt", "density_only=true", "--set", "relax_defects=false"]
+        else:
+            size, t_ion, t_e, n, seed = JOBS[name]
+            cmd = ["gen", "aluminium", "--n", str(args.n or n), "--seed", str(seed), "--set", f"size={size}",
+                   "--set", f"temperature={t_ion}", "--labeller-opt", f"temperature={t_e}"]
+        cmd += ["-o", str(out / f"{name}.h5")] + (["--no-progress"] if args.no_progress else [])
         print(f"== {name}: ednn {' '.join(cmd)}", flush=True)
         rc = ednn_main(cmd)
         if rc:
             return rc
         print(f"== {name}: done in {time.time() - t0:.0f} s", flush=True)
     reports = {}
-    for name in args.jobs:
+    for name in (j for j in args.jobs if j in JOBS):
         rep = validate_ldos_dataset(out / f"{name}.h5")
         reports[name] = rep
         print(f"{name}: {rep['n_records']} records, worst {rep['worst']}, {'ok' if rep['ok'] else 'CHECKS FAIL'}")
-    (out / "checks.json").write_text(json.dumps(reports, indent=1))
+    if reports:
+        (out / f"checks_{'_'.join(reports)}.json"[:120]).write_text(json.dumps(reports, indent=1))
     return 0
 
 

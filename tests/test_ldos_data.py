@@ -262,3 +262,23 @@ def test_production_settings_pass_every_data_check(tmp_path):
     rep = validate_record(atoms, out["targets"]["ldos"], out["targets"]["density"], out["info"],
                           EnergyGrid.from_dict(lab.settings["energy_grid"]))
     assert rep["ok"], rep
+
+
+def test_label_existing_dataset_with_gpaw_ldos(tmp_path):
+    """ednn gen label with gpaw-ldos: targets and info of the labeller land in the records, the energy grid in
+    the metadata; the source's own info is kept."""
+    from ednn.data import label_dataset
+
+    src = tmp_path / "raw.h5"
+    with DatasetWriter(src, metadata={"what": "raw"}) as w:
+        for at in aluminium_snapshots(2, size=1, temperature=298.0, seed=9):
+            w.append(at, info={"mine": 1})
+    lab = GpawLdosLabeller(temperature=298.0, energy_grid=GRID, ecut=150.0, kpts=(2, 2, 2))
+    res = label_dataset(src, tmp_path / "lab.h5", lab)
+    assert res == {"n_records": 2, "new": 2}
+    with Dataset(tmp_path / "lab.h5") as ds:
+        assert ds.metadata["energy_grid"] == GRID.to_dict() and ds.metadata["labeller"]["name"] == "gpaw-ldos"
+        assert ds.target_names == ["density", "ldos"] and ds.target("ldos", 1).shape[-1] == GRID.n
+        info = ds.info(1)
+        assert info["mine"] == 1 and info["electronic_temperature_K"] == 298.0 and info["n_electrons"] == 12.0
+        assert ds.has_energy and ds.has_forces
