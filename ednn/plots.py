@@ -29,6 +29,7 @@ __all__ = [
     "FORMATS",
     "DPI",
     "save_fig",
+    "block_map_plot",
     "parity_figure",
     "parity_plot",
     "learning_curve_figure",
@@ -263,11 +264,27 @@ def energy_map_figure(atoms: Any, emap: np.ndarray, title: str = "", block: int 
         raise InputError(f"an energy map must have shape (n0, n1) or (n0, n1, n2), got {e.shape}")
     if not isinstance(block, int) or block < 1:
         raise InputError(f"block must be a positive integer number of pixels, got {block!r}")
-    cell = np.asarray(atoms.cell.array, dtype=np.float64)
-    a1, a2 = cell[0, :2], cell[1, :2]
     n0, n1 = e.shape
     e0, e1 = _block_edges(n0, block), _block_edges(n1, block)
     sums = np.add.reduceat(np.add.reduceat(e, e0[:-1], axis=0), e1[:-1], axis=1)
+    fig, ax, (a1, a2) = _block_map(atoms.cell.array, sums, e0, e1, title)
+    xy = (atoms.get_scaled_positions(wrap=True)[:, :2] % 1.0) @ np.array([a1, a2])
+    size = float(np.clip(4000.0 / max(len(atoms), 1), 2.0, 30.0))
+    for z in sorted(set(np.asarray(atoms.numbers).tolist())):
+        sel = np.asarray(atoms.numbers) == z
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=size, color=jmol_colors[z], edgecolors="k", linewidths=0.3,
+                   label=chemical_symbols[z])
+    fig.legend(title="atoms", loc="outside lower center", ncol=8, fontsize=8,
+               markerscale=max(1.0, 20.0 / size) ** 0.5, frameon=False)
+    return fig
+
+
+def _block_map(cell: Any, sums: np.ndarray, e0: np.ndarray, e1: np.ndarray, title: str):
+    """Draw block energies ``sums`` (eV; blocks start at pixel edges ``e0``, ``e1``, each ending with ``n``) as
+    the energy density minus its median (meV/Angstrom^2) in the true cell geometry: (fig, ax, (a1, a2))."""
+    cell = np.asarray(cell, dtype=np.float64)
+    a1, a2 = cell[0, :2], cell[1, :2]
+    n0, n1 = int(e0[-1]), int(e1[-1])
     f0, f1 = (e0 - 0.5) / n0, (e1 - 0.5) / n1  # pixel m covers fractions (m - 1/2)/n .. (m + 1/2)/n
     corners = f0[:, None, None] * a1 + f1[None, :, None] * a2
     area = abs(float(a1[0] * a2[1] - a1[1] * a2[0])) * np.outer(np.diff(f0), np.diff(f1))
@@ -281,20 +298,25 @@ def energy_map_figure(atoms: Any, emap: np.ndarray, title: str = "", block: int 
                          rasterized=True)
     outline = np.array([[0, 0], a1, a1 + a2, a2, [0, 0]])
     ax.plot(outline[:, 0], outline[:, 1], "k-", lw=0.6)
-    xy = (atoms.get_scaled_positions(wrap=True)[:, :2] % 1.0) @ np.array([a1, a2])
-    size = float(np.clip(4000.0 / max(len(atoms), 1), 2.0, 30.0))
-    for z in sorted(set(np.asarray(atoms.numbers).tolist())):
-        sel = np.asarray(atoms.numbers) == z
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=size, color=jmol_colors[z], edgecolors="k", linewidths=0.3,
-                   label=chemical_symbols[z])
     ax.set_aspect("equal")
     ax.set_xlabel("x (Å)")
     ax.set_ylabel("y (Å)")
     fig.colorbar(mesh, ax=ax, label="energy density - median (meV/Å²)", shrink=0.8)
-    fig.legend(title="atoms", loc="outside lower center", ncol=8, fontsize=8,
-               markerscale=max(1.0, 20.0 / size) ** 0.5, frameon=False)
     ax.set_title(title, fontsize=9)
-    return fig
+    return fig, ax, (a1, a2)
+
+
+def block_map_plot(cell: Any, block_sums: np.ndarray, shape: tuple[int, int], block: int, path: str,
+                   title: str = "") -> str:
+    """Write the map of block-summed energies (``stream_predict(..., map_block=block)["map"]``) of an image of
+    ``shape`` pixels to ``path``, drawn like :func:`energy_map_figure` without the atoms (for huge sheets)."""
+    sums = np.asarray(block_sums, dtype=np.float64)
+    e0, e1 = _block_edges(int(shape[0]), int(block)), _block_edges(int(shape[1]), int(block))
+    if sums.shape != (len(e0) - 1, len(e1) - 1):
+        raise InputError(f"block sums of shape {sums.shape} do not fit an image of {tuple(shape)} pixels in blocks "
+                         f"of {block}")
+    fig, _, _ = _block_map(cell, sums, e0, e1, title)
+    return save_fig(fig, path)
 
 
 def energy_map_plot(atoms: Any, emap: np.ndarray, path: str, title: str = "", block: int = 1) -> str:

@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from test_train import SMALL_CFG, toy_structures  # noqa: E402
 
-from ednn.errors import ModelError, SpeciesError  # noqa: E402
+from ednn.errors import InputError, ModelError, SpeciesError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,32 @@ def test_streaming_large_sheet_equals_whole_image(trained):
     assert stream_energy(model, big, rows_per_strip=7) == pytest.approx(whole, rel=1e-6)
 
 
+def test_stream_predict_map_and_progress(trained):
+    """The block-summed map is the energy map summed over blocks (edges included), it adds up to the energy
+    without the per-atom references, and progress reaches every row once, in order."""
+    from ednn.predict import stream_predict
+    from ednn.predict.stream import stream_energy_map
+
+    model = trained[0]
+    big = _sheet(make_random_bcn(seed=9, reps=(20, 15)))  # 100 x 75 pixels: blocks of 8 leave ragged edges
+    seen = []
+    res = stream_predict(model, big, rows_per_strip=7, map_block=8, on_progress=lambda d, n: seen.append((d, n)))
+    full = stream_energy_map(model, big)
+    n0, n1 = full.shape
+    assert res["map"].shape == (-(-n0 // 8), -(-n1 // 8)) and res["n_rows"] == n0
+    ref = np.zeros(res["map"].shape)
+    for i in range(n0):
+        for j in range(n1):
+            ref[i // 8, j // 8] += full[i, j]
+    np.testing.assert_allclose(res["map"], ref, rtol=1e-9, atol=1e-9)
+    assert res["energy"] == pytest.approx(model.predict_energies([big])[0], rel=1e-6)
+    assert res["map"].sum() == pytest.approx(res["energy"] - model.counts(big) @ model.refs, rel=1e-6)
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == n0 and all(n == n0 for _, n in seen)
+    with pytest.raises(InputError, match="map_block"):
+        stream_predict(model, big, map_block=0)
+
+
 def test_calculator_energy_forces_and_maps(trained):
     model = trained[0]
     at = _sheet(make_random_bcn(seed=1, reps=(2, 3)))
@@ -147,6 +173,15 @@ def test_cli_predict_and_evaluate(trained, tmp_path):
     assert len(rows) == 6
     e_cli = np.array([float(r.split(",")[2]) for r in rows[1:]])
     np.testing.assert_allclose(e_cli, model.predict_energies(structs[:5]), rtol=1e-7)
+    # --map: one structure streamed, its map and regions written; several structures are refused
+    big = _sheet(make_random_bcn(seed=4, reps=(12, 10)))
+    one = str(tmp_path / "one.xyz")
+    ase.io.write(one, big, format="extxyz")
+    assert main(["predict", str(out / "model"), one, "--map", str(tmp_path / "map"), "--regions", "2"]) == 0
+    summary = json.load(open(tmp_path / "map" / "summary.json"))
+    assert summary["energy"] == pytest.approx(model.predict_energies([big])[0], rel=1e-6)
+    assert len(json.load(open(tmp_path / "map" / "regions.json"))) == 4
+    assert main(["predict", str(out / "model"), xyz, "--map", str(tmp_path / "map2")]) == 2
     h5 = str(tmp_path / "d.h5")
     with DatasetWriter(h5, metadata={"labeller": {"name": "toy"}}) as w:
         for a, e in zip(structs, E):
@@ -206,3 +241,26 @@ def test_predict_energies_streams_huge_structures(trained, monkeypatch):
     monkeypatch.setattr(predict, "stream_energy", lambda m, a: calls.append(len(a)) or orig(m, a))
     np.testing.assert_allclose(model.predict_energies(structs), ref, rtol=1e-6)
     assert calls == [len(structs[1]), len(structs[2])]
+
+
+def test_predict_large_regions_add_up_and_files(trained, tmp_path):
+    """predict_large: the regions' energies (references of their atoms included) add up to the total, their
+    atoms to the structure's; the map, summary, regions and PNG are written."""
+    from ednn.workflows.large import predict_large
+
+    model = trained[0]
+    big = _sheet(make_random_bcn(seed=4, reps=(20, 15)))
+    res = predict_large(model, big, out=tmp_path / "big", map_block=6, regions=3, progress=False, rows_per_strip=9)
+    assert res["energy"] == pytest.approx(model.predict_energies([big])[0], rel=1e-6)
+    assert len(res["regions"]) == 9
+    assert sum(r["energy"] for r in res["regions"]) == pytest.approx(res["energy"], rel=1e-9)
+    assert sum(r["n_atoms"] for r in res["regions"]) == len(big)
+    sym = big.get_chemical_symbols()
+    assert res["counts"] == {s: sym.count(s) for s in res["counts"]}
+    for name in ("summary.json", "regions.json", "energy_map.npy", "energy_map.png"):
+        assert (tmp_path / "big" / name).stat().st_size > 0
+    assert json.loads((tmp_path / "big" / "summary.json").read_text())["n_atoms"] == len(big)
+    np.testing.assert_array_equal(np.load(tmp_path / "big" / "energy_map.npy"), res["map"])
+    # the same structure as plain arrays
+    arrays = (big.positions, big.numbers, big.cell.array, big.pbc)
+    assert predict_large(model, arrays, progress=False)["energy"] == pytest.approx(res["energy"], rel=1e-9)

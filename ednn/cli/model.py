@@ -8,9 +8,12 @@
     before validation. A folder that already holds a run (a checkpoint or a
     model) is continued with ``--resume``, started afresh with ``--overwrite``,
     and otherwise refused (:func:`ednn.train.train` checks).
-``ednn predict MODEL STRUCTURES [-o out.csv]``
+``ednn predict MODEL STRUCTURES [-o out.csv] [--map DIR [--map-block PX] [--regions R]]``
     Energies (and energy per atom) of structures in any format ase.io reads,
-    or an ednn HDF5 dataset. With labels present, also the errors.
+    or an ednn HDF5 dataset. With labels present, also the errors. With
+    ``--map``, one huge 2D structure streamed with a progress bar (atoms,
+    atoms/s, ETA) and its block energy map and per-region energies written to
+    DIR (:func:`ednn.workflows.large.predict_large`).
 ``ednn evaluate MODEL DATA.h5 [--out DIR] [--format png|pdf|svg]``
     :func:`ednn.workflows.evaluate.evaluate`: MAE / RMSE / max error in
     meV/atom, force errors, parity plot, per-size error table, learning curve;
@@ -29,7 +32,7 @@ import time
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..plots import FORMATS
 from .config import add_override_arguments, config_help, overrides
 
@@ -58,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
         parser.add_argument("model", help="model folder (or .zip)")
         parser.add_argument("structures", help="structures: .h5 dataset or any file ase.io reads")
         parser.add_argument("-o", "--output", help="write a CSV of index, n_atoms, energy, energy per atom")
+        parser.add_argument("--map", metavar="DIR",
+                            help="one huge 2D structure: stream it with a progress bar and write DIR/summary.json, "
+                            "energy_map.npy/.png (block energies) and regions.json (per-region energies)")
+        parser.add_argument("--map-block", type=int, default=None, metavar="PX",
+                            help="with --map: pixels per map block (default: at most 512 blocks per side)")
+        parser.add_argument("--regions", type=int, default=4, help="with --map: regions per axis (default 4)")
     elif verb == "evaluate":
         parser.add_argument("model", help="model folder (or .zip)")
         parser.add_argument("data", help="labelled dataset (.h5 or extxyz)")
@@ -111,6 +120,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_map(model, structs, args: argparse.Namespace) -> int:
+    from ..workflows.large import predict_large
+
+    if len(structs) != 1:
+        raise InputError(f"--map draws one structure's energy map; {args.structures} holds {len(structs)} "
+                         "(write the one you want to its own file)")
+    res = predict_large(model, structs[0], out=args.map, map_block=args.map_block, regions=args.regions,
+                        progress=True)
+    print(f"{res['n_atoms']} atoms: {res['energy']:.6f} eV ({res['energy_per_atom']:.6f} eV/atom) in "
+          f"{res['seconds']:.1f} s ({res['atoms_per_second']:,.0f} atoms/s); map, regions and summary in {args.map}")
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from ..predict.model import load
     from ..train import load_structures
@@ -118,6 +140,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     model = load(args.model)
     structs, E = load_structures(args.structures, need_energy=False)
+    if args.map:
+        return _predict_map(model, structs, args)
     t0 = time.time()
     pred = model.predict_energies(structs)
     dt = time.time() - t0

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..config import normalize_model_config, receptive_radius
-from ..errors import InputError, ModelError
+from ..errors import InputError, ModelError, SpeciesError
 from ..image.grid import GridSpec
 from ..image.pipeline import InputPipeline, gaussian_unit, metric_features, n_metric, wrap_pad
 from ..image.raster import _structure_arrays
@@ -172,10 +172,15 @@ class EnergyModel:
 
     def counts(self, atoms: Any) -> np.ndarray:
         """Atoms of each grid species in ``atoms``."""
-        lut = {z: i for i, z in enumerate(self.grid.species)}
-        numbers = atoms.numbers if hasattr(atoms, "numbers") else atoms[1]
-        idx = [lut[z] for z in np.asarray(numbers).tolist()]
-        return np.bincount(idx, minlength=len(lut)).astype(np.float64)
+        numbers = np.asarray(atoms.numbers if hasattr(atoms, "numbers") else atoms[1])
+        per_z = np.bincount(numbers.ravel(), minlength=119)  # O(N), no per-atom Python objects
+        species = list(self.grid.species)
+        other = np.flatnonzero(per_z)
+        unknown = sorted(set(other.tolist()) - set(species))
+        if unknown:
+            raise SpeciesError(f"atomic number(s) {unknown} are not among the model's species (Z = {species}); "
+                               "this model cannot predict structures containing them")
+        return per_z[species].astype(np.float64)
 
     def network_input(self, image: np.ndarray, weight: float) -> tuple[np.ndarray, float]:
         """Per-structure network input: wrap-padded image (density) or tiles (dense)."""

@@ -12,14 +12,14 @@ whole-image prediction up to float summation order.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import InputError, ModelError
 
-__all__ = ["stream_energy", "stream_energy_map", "stream_outputs"]
+__all__ = ["stream_energy", "stream_predict", "stream_energy_map", "stream_outputs"]
 
 
 def _strip_outputs(model, atoms: Any, rows_per_strip: int | None) -> Iterator[tuple[int, np.ndarray, float]]:
@@ -87,14 +87,61 @@ def stream_energy(model, atoms: Any, rows_per_strip: int | None = None) -> float
     rows_per_strip : int, optional
         Pixel rows per rasterized strip (default: about 2^18 values per strip).
     """
+    return stream_predict(model, atoms, rows_per_strip)["energy"]
+
+
+def stream_predict(model, atoms: Any, rows_per_strip: int | None = None, map_block: int | None = None,
+                   on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Total energy of a structure of any size, with a block-summed energy map and progress reports.
+
+    Parameters
+    ----------
+    model : ednn.predict.model.EnergyModel
+    atoms : ase.Atoms or (positions, numbers, cell, pbc)
+    rows_per_strip : int, optional
+        Pixel rows per rasterized strip (default: about 2^18 values per strip).
+    map_block : int, optional
+        Also return the energy map summed over blocks of ``map_block`` x
+        ``map_block`` pixels (2D grids): memory ``pixels / map_block^2``.
+    on_progress : callable, optional
+        ``on_progress(rows_done, rows_total)`` after every strip (image rows along cell vector 1).
+
+    Returns
+    -------
+    dict
+        ``energy`` (eV, references included), ``n_rows``, and with ``map_block``:
+        ``map`` (eV per block, network energies without the per-atom
+        references: what varies across the sheet) and ``map_block``.
+    """
     e = model._energy()
+    p = model.pipeline.prepare(atoms)  # validated once; the strips reuse it
+    n0 = int(p.shape[0])
+    coarse = None
+    if map_block is not None:
+        if len(p.shape) != 2 or int(map_block) < 1:
+            raise InputError(f"map_block needs a 2D grid and an integer >= 1, got {map_block!r} for grid {p.shape}")
+        f = int(map_block)
+        coarse = np.zeros((-(-n0 // f), -(-int(p.shape[1]) // f)))
+        col_starts = np.arange(0, int(p.shape[1]), f)
     total = 0.0
     w = 1.0
-    for _, y, w_strip in _strip_outputs(model, atoms, rows_per_strip):
+    done = 0
+    for r0, y, w_strip in _strip_outputs(model, p, rows_per_strip):
         y = y[..., e.channel]
         total += math.fsum(y.sum(axis=tuple(range(1, y.ndim))).tolist())
         w = w_strip
-    return float(e.from_network(np.array([w * total]), model.counts(atoms)[None])[0])
+        if coarse is not None:
+            cols = np.add.reduceat(y, col_starts, axis=1)  # (h, m2)
+            np.add.at(coarse, (r0 + np.arange(len(y))) // f, cols)
+        done += len(y)
+        if on_progress is not None:
+            on_progress(min(done, n0), n0)
+    out: dict[str, Any] = {"energy": float(e.from_network(np.array([w * total]), model.counts(p)[None])[0]),
+                           "n_rows": n0}
+    if coarse is not None:
+        out["map"] = coarse * w * e.scale
+        out["map_block"] = int(map_block)
+    return out
 
 
 def stream_energy_map(model, atoms: Any, rows_per_strip: int | None = None) -> np.ndarray:
