@@ -1,0 +1,241 @@
+"""Time and peak memory against the number of atoms (issue 14): ednn streaming, the LAMMPS Tersoff labeller, GPAW.
+
+For each size N, in a fresh process (so that the peak RSS is the size's own):
+
+``ednn``
+    :func:`ednn.atoms.large.paper_sheet` (graphene with 30 % h-BN domains,
+    1 % pores, 0.2 % vacancies, rattled) is built as plain arrays and its energy
+    streamed with :func:`ednn.predict.stream.stream_predict` (block energy map
+    included) by the `make demo` model (``runs/demo/run/model``) or, without it,
+    the default architecture with untrained weights (same cost). The time is
+    split into rasterization (the strip generator), the network
+    (``model._forward``) and the rest (bookkeeping); peak RSS includes the
+    structure.
+``lammps``
+    energy and forces of the same sheet by the default labeller (LAMMPS,
+    BNC.tersoff), up to ``--lammps-max`` atoms.
+``gpaw``
+    GPAW LCAO dzp PBE at the Gamma point (the ``gpaw`` labeller) on small
+    graphene cells, up to ``--gpaw-max`` atoms.
+
+The log-log fit of time against N (N >= 1e4) gives the exponent; results go to
+``experiments/results/scaling.json`` as each size finishes (rerun to continue)
+and ``scaling.png``::
+
+    nice python experiments/scaling.py                    # ednn 1e4 .. 1e7, LAMMPS to 1e6, GPAW to 60 atoms
+    nice python experiments/scaling.py --ednn-max 3.52e7  # + the paper's 35.2-million-atom sheet
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "experiments" / "results"
+DEMO_MODEL = ROOT / "runs" / "demo" / "run" / "model"
+SIZES = [1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3.52e7]
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _model():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import ednn
+
+    if DEMO_MODEL.exists():
+        return ednn.load(str(DEMO_MODEL)), f"make demo model ({DEMO_MODEL.relative_to(ROOT)})"
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from bench_predict import get_model
+
+    return get_model(None, None)
+
+
+def child_ednn(n: int, out_dir: str | None) -> dict:
+    """Stream one paper sheet of about n atoms; time split into raster / network / rest."""
+    from ednn.atoms.large import paper_sheet
+    from ednn.workflows.large import predict_large
+
+    model, what = _model()
+    model._forward(np.zeros((1, 16, 16, model.in_channels), np.float32))  # trace the graph once, outside the timing
+    rss_model = _rss_mib()
+    t0 = time.perf_counter()
+    sheet = paper_sheet(int(n), seed=0, as_arrays=True)
+    t_build = time.perf_counter() - t0
+    rss_sheet = _rss_mib()
+    pipe = model.pipeline
+    acc = {"raster": 0.0, "network": 0.0}
+    strips, forward = pipe.strips, model._forward
+
+    def timed_strips(*a, **k):
+        it = strips(*a, **k)
+        while True:
+            t = time.perf_counter()
+            try:
+                s = next(it)
+            except StopIteration:
+                return
+            acc["raster"] += time.perf_counter() - t
+            yield s
+
+    def timed_forward(x):
+        t = time.perf_counter()
+        y = forward(x)
+        acc["network"] += time.perf_counter() - t
+        return y
+
+    pipe.strips, model._forward = timed_strips, timed_forward
+    res = predict_large(model, sheet, out=out_dir, progress=False)
+    total = res["seconds"]
+    return {"n_atoms": res["n_atoms"], "seconds": total, "atoms_per_second": res["n_atoms"] / total,
+            "raster_s": acc["raster"], "network_s": acc["network"],
+            "rest_s": total - acc["raster"] - acc["network"], "build_s": t_build, "pixels": res["pixels"],
+            "energy_per_atom": res["energy_per_atom"], "counts": res["counts"], "peak_rss_mib": _rss_mib(),
+            "rss_after_model_mib": rss_model, "rss_after_sheet_mib": rss_sheet, "model": what}
+
+
+def child_lammps(n: int) -> dict:
+    from ednn.atoms.labellers import get_labeller
+    from ednn.atoms.large import paper_sheet
+
+    at = paper_sheet(int(n), seed=0)
+    lab = get_labeller("tersoff")
+    lab.prepare()
+    t0 = time.perf_counter()
+    out = lab.label(at)
+    dt = time.perf_counter() - t0
+    return {"n_atoms": len(at), "seconds": dt, "atoms_per_second": len(at) / dt,
+            "energy_per_atom": out["energy"] / len(at), "peak_rss_mib": _rss_mib()}
+
+
+def child_gpaw(n: int) -> dict:
+    from ednn.atoms import structures as st
+    from ednn.atoms.labellers import get_labeller
+
+    reps = {8: (2, 1), 18: (3, 3), 32: (4, 4), 60: (5, 6), 98: (7, 7)}
+    nx, ny = reps.get(int(n), (int(round(np.sqrt(n / 2))),) * 2)
+    at = st.graphene(nx, ny)
+    at.pbc = True
+    lab = get_labeller("gpaw")
+    t0 = time.perf_counter()
+    out = lab.label(at)
+    dt = time.perf_counter() - t0
+    return {"n_atoms": len(at), "seconds": dt, "atoms_per_second": len(at) / dt,
+            "energy_per_atom": out["energy"] / len(at), "peak_rss_mib": _rss_mib()}
+
+
+def fit_exponent(n: list[float], t: list[float]) -> tuple[float, float]:
+    """Slope and intercept of log t against log n."""
+    b, a = np.polyfit(np.log(n), np.log(t), 1)
+    return float(b), float(a)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sizes not yet in the JSON, then fit and plot (see the module docstring)."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", nargs=2, metavar=("WHAT", "N"), help=argparse.SUPPRESS)
+    ap.add_argument("--map-out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--ednn-max", type=float, default=1e7)
+    ap.add_argument("--lammps-max", type=float, default=1e6)
+    ap.add_argument("--gpaw-max", type=float, default=60)
+    ap.add_argument("--out", default=str(RESULTS / "scaling.json"))
+    args = ap.parse_args(argv)
+    if args.child:
+        what, n = args.child[0], int(float(args.child[1]))
+        res = {"ednn": lambda: child_ednn(n, args.map_out), "lammps": lambda: child_lammps(n),
+               "gpaw": lambda: child_gpaw(n)}[what]()
+        print("RESULT " + json.dumps(res), flush=True)
+        return 0
+    out = Path(args.out)
+    data = json.loads(out.read_text()) if out.exists() else {}
+    data.setdefault("machine", {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                                "python": platform.python_version()})
+    plan = [("ednn", n) for n in SIZES if n <= args.ednn_max]
+    plan += [("lammps", n) for n in (1e3, 1e4, 1e5, 1e6) if n <= args.lammps_max]
+    plan += [("gpaw", n) for n in (8, 18, 32, 60, 98) if n <= args.gpaw_max]
+    for what, n in plan:
+        key = f"{n:.3g}"
+        if key in data.get(what, {}):
+            continue
+        cmd = [sys.executable, __file__, "--child", what, str(n)]
+        if what == "ednn" and n >= 3e7:
+            cmd += ["--map-out", str(RESULTS / "paper_sheet_35M")]
+        print(f"{what} N={n:.3g} ...", flush=True)
+        t0 = time.time()
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if p.returncode or line is None:
+            print(p.stdout[-2000:], p.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"{what} at N={n:.3g} failed (exit {p.returncode})")
+        r = json.loads(line[7:])
+        r["wall_s"] = time.time() - t0
+        data.setdefault(what, {})[key] = r
+        print(f"  {r['n_atoms']:,} atoms: {r['seconds']:.2f} s, {r['atoms_per_second']:,.0f} atoms/s, "
+              f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(out)
+    summary = {}
+    for what in ("ednn", "lammps", "gpaw"):
+        rows = sorted(data.get(what, {}).values(), key=lambda r: r["n_atoms"])
+        big = [r for r in rows if r["n_atoms"] >= (1e4 if what != "gpaw" else 1)]
+        if len(big) >= 2:
+            b, _ = fit_exponent([r["n_atoms"] for r in big], [r["seconds"] for r in big])
+            summary[what] = {"exponent": b, "n_range": [big[0]["n_atoms"], big[-1]["n_atoms"]]}
+    e = sorted(data.get("ednn", {}).values(), key=lambda r: r["n_atoms"])
+    if e:
+        def near(target: float) -> dict:
+            return min(e, key=lambda r: abs(np.log(r["n_atoms"] / target)))
+
+        summary["ednn"]["atoms_per_second_1e5"] = near(1e5)["atoms_per_second"]
+        summary["ednn"]["atoms_per_second_1e7"] = near(1e7)["atoms_per_second"]
+        summary["ednn"]["time_split_largest"] = {k: e[-1][k] for k in ("raster_s", "network_s", "rest_s")}
+    data["summary"] = summary
+    out.write_text(json.dumps(data, indent=1))
+    print(json.dumps(summary, indent=1))
+    _plot(data, out.with_suffix(".png"))
+    return 0
+
+
+def _plot(data: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.3))
+    for what, style in (("ednn", "o-"), ("lammps", "s-"), ("gpaw", "^-")):
+        rows = sorted(data.get(what, {}).values(), key=lambda r: r["n_atoms"])
+        if not rows:
+            continue
+        n = np.array([r["n_atoms"] for r in rows])
+        t = np.array([r["seconds"] for r in rows])
+        fit = data.get("summary", {}).get(what)
+        label = what + (f" (t ~ N^{fit['exponent']:.2f})" if fit else "")
+        ax[0].loglog(n, t, style, label=label)
+        ax[1].loglog(n, n / t, style, label=what)
+        ax[2].loglog(n, [r["peak_rss_mib"] for r in rows], style, label=what)
+    ax[0].set(xlabel="atoms", ylabel="seconds", title="time (energy; LAMMPS and GPAW with forces)")
+    ax[1].set(xlabel="atoms", ylabel="atoms / s", title="throughput")
+    ax[2].set(xlabel="atoms", ylabel="MiB", title="peak RSS (structure included)")
+    for a in ax:
+        a.grid(True, which="both", alpha=0.3)
+        a.legend(fontsize=8)
+    fig.suptitle(f"{data['machine']['cores']} cores, {data['machine']['cpu']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
