@@ -210,3 +210,45 @@ def test_force_training_two_ranks_equal_serial(tmp_path):
     for rs, rp in zip(hs, hp, strict=True):
         for key in ("loss", "force_mae_mev_a", "val_force_mae_mev_a", "val_mae_mev"):
             assert rp[key] == pytest.approx(rs[key], rel=1e-4), key
+
+
+MODEL_SCRIPT = """
+import sys
+import numpy as np
+from ednn.config import DEFAULTS
+from ednn.image.grid import GridSpec
+from ednn.predict.model import EnergyModel, receptive_radius
+g = {k: v for k, v in DEFAULTS["grid"].items() if v is not None}
+g["species"] = ("B", "C", "N")
+g["context"] = max(receptive_radius({}), 1)
+m = EnergyModel.create({}, GridSpec(**g), seed=0)
+m.refs = np.array([-6.0, -7.4, -7.0])
+m.scale = 0.5
+m.save(sys.argv[1])
+from ednn.atoms.large import paper_sheet
+import ase.io
+ase.io.write(sys.argv[2], paper_sheet(12000, seed=1), format="extxyz")
+"""
+
+
+def test_streamed_prediction_two_ranks_equal_one(tmp_path):
+    """horovodrun -np 2 ednn predict --map: the ranks share the strips; energy to 1e-9, map and regions equal."""
+    script = tmp_path / "make_model.py"
+    script.write_text(MODEL_SCRIPT)
+    model, sheet = tmp_path / "model", tmp_path / "sheet.xyz"
+    rc, log, _ = _run([sys.executable, str(script), str(model), str(sheet)], 240)
+    assert rc == 0, log[-3000:]
+    ednn_cli = [sys.executable, "-m", "ednn.cli", "predict", str(model), str(sheet), "--map-block", "8", "--map"]
+    rc, log, _ = _run(ednn_cli + [str(tmp_path / "one")], 240)
+    assert rc == 0, log[-3000:]
+    rc, log, _ = _run([str(HOROVODRUN), "-np", "2", "-H", "localhost:2", "--gloo", "--start-timeout", "120"]
+                      + ednn_cli + [str(tmp_path / "two")], 240)
+    assert rc == 0, log[-3000:]
+    assert "on 2 ranks" in log
+    one, two = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    assert two["ranks"] == 2 and "ranks" not in one
+    assert two["energy"] == pytest.approx(one["energy"], rel=1e-9, abs=0)
+    m1, m2 = (np.load(tmp_path / d / "energy_map.npy") for d in ("one", "two"))
+    np.testing.assert_allclose(m2, m1, rtol=1e-9, atol=1e-12)
+    r1, r2 = (json.loads((tmp_path / d / "regions.json").read_text()) for d in ("one", "two"))
+    assert [r["n_atoms"] for r in r1] == [r["n_atoms"] for r in r2]

@@ -126,10 +126,16 @@ def _predict_map(model, structs, args: argparse.Namespace) -> int:
     if len(structs) != 1:
         raise InputError(f"--map draws one structure's energy map; {args.structures} holds {len(structs)} "
                          "(write the one you want to its own file)")
+    from ..parallel import get_backend
+
+    backend = get_backend("auto")  # horovodrun -np K ednn predict ... --map: the ranks share the strips
     res = predict_large(model, structs[0], out=args.map, map_block=args.map_block, regions=args.regions,
-                        progress=True)
+                        progress=True, backend=backend)
+    if not backend.is_chief:
+        return 0
+    ranks = f" on {backend.size} ranks" if backend.size > 1 else ""
     print(f"{res['n_atoms']} atoms: {res['energy']:.6f} eV ({res['energy_per_atom']:.6f} eV/atom) in "
-          f"{res['seconds']:.1f} s ({res['atoms_per_second']:,.0f} atoms/s); map, regions and summary in {args.map}")
+          f"{res['seconds']:.1f} s{ranks} ({res['atoms_per_second']:,.0f} atoms/s); map, regions and summary in {args.map}")
     return 0
 
 

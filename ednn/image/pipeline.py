@@ -22,7 +22,7 @@ sum into an integral; it goes with every input.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -117,12 +117,14 @@ class InputPipeline:
         """Pixel area (volume) over the Gaussian's: network sums times this are integrals."""
         return pixel_volume(p, self.grid) / self.unit
 
-    def strips(self, p: Prepared, rows_per_strip: int | None = None,
-               dtype: Any = np.float32) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first row, channels of rows r0..r0+h)``: the image strip by strip along cell vector 1."""
+    def strips(self, p: Prepared, rows_per_strip: int | None = None, dtype: Any = np.float32,
+               ranges: Sequence[tuple[int, int]] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, channels of rows r0..r0+h)``: the image strip by strip along cell vector 1
+        (only the row ``ranges`` given, in their order: :func:`~ednn.image.raster.rasterize_strips`)."""
         g = self.grid
         mf = metric_features(p.lattice, p.shape, g.spacing) if self.metric else None
-        for r0, s in rasterize_strips(None, g, rows_per_strip=rows_per_strip, prepared=p, dtype=np.float64):
+        for r0, s in rasterize_strips(None, g, rows_per_strip=rows_per_strip, prepared=p, dtype=np.float64,
+                                      ranges=ranges):
             s = s * self.unit
             if mf is not None:
                 s = np.concatenate([s, np.broadcast_to(mf, s.shape[:-1] + mf.shape)], axis=-1)

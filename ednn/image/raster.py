@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -311,6 +311,7 @@ def rasterize_strips(
     rows_per_strip: int | None = None,
     dtype: Any = np.float32,
     prepared: Prepared | None = None,
+    ranges: Sequence[tuple[int, int]] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield the image strip by strip along cell vector 1.
 
@@ -322,6 +323,11 @@ def rasterize_strips(
         Pixel rows (along cell vector 1) per strip; by default about 2^22
         values (pixels x channels) per strip.
     dtype : numpy dtype of the yielded strips.
+    ranges : sequence of (start, stop), optional
+        Only these row ranges (``0 <= start < stop <= n_1``), in this order,
+        each cut into strips of ``rows_per_strip`` (default: all rows). The
+        atoms are binned by row once per call, so any number of ranges costs
+        O(N + their pixels).
 
     Yields
     ------
@@ -354,8 +360,11 @@ def rasterize_strips(
     chunk = max(1, _CHUNK_ENTRIES // S)
     order, starts = _bin_by_row(p, n)  # atoms sorted by their base row, once: O(N)
 
-    for r0 in range(0, n0, rows_per_strip):
-        r1 = min(n0, r0 + rows_per_strip)
+    ranges = [(0, n0)] if ranges is None else [(int(a), int(b)) for a, b in ranges]
+    for a, b in ranges:
+        if not 0 <= a < b <= n0:
+            raise GridError(f"row range ({a}, {b}) is not within the image's {n0} rows")
+    for r0, r1 in ((r0, min(b, r0 + rows_per_strip)) for a, b in ranges for r0 in range(a, b, rows_per_strip)):
         h = r1 - r0
         # atoms whose stencil reaches rows [r0, r1): base row in [r0 - o0max, r1 - 1 - o0min] (mod n0)
         span = (r1 - 1 - o0min) - (r0 - o0max) + 1

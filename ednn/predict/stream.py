@@ -22,48 +22,57 @@ from ..errors import InputError, ModelError
 __all__ = ["stream_energy", "stream_predict", "stream_energy_map", "stream_outputs"]
 
 
-def _strip_outputs(model, atoms: Any, rows_per_strip: int | None) -> Iterator[tuple[int, np.ndarray, float]]:
-    """Yield (first output row, network outputs of rows (h, n2[, n3], n_out), w)."""
+def chunk_plan(n_rows: int, rows_per_chunk: int) -> list[tuple[int, int]]:
+    """Output rows ``[start, stop)`` of each chunk: ``[0, n)`` cut into pieces of ``rows_per_chunk`` rows.
+
+    The plan depends only on the image and the chunk size, never on how many
+    ranks share it, so every rank count computes the same chunks (the same
+    inputs, the same network calls) and their sums agree to round-off.
+    """
+    return [(a, min(n_rows, a + rows_per_chunk)) for a in range(0, n_rows, rows_per_chunk)]
+
+
+def _strip_outputs(model, atoms: Any, rows_per_strip: int | None,
+                   part: tuple[int, int] = (0, 1)) -> Iterator[tuple[int, np.ndarray, float]]:
+    """Yield (first output row, network outputs of rows (h, n2[, n3], n_out), w) chunk by chunk.
+
+    Chunk ``[a, b)`` is computed from input rows ``[a - r, b + r)`` (periodic);
+    ``part = (rank, size)`` takes this rank's contiguous share of the chunks.
+    """
     if model.grid is None or model.head != "density":
         raise ModelError("streaming prediction needs a density-head model with a grid")
+    rank, size = part
     r = model.radius
     pl = model.pipeline
     p = pl.prepare(atoms)
     w = pl.pixel_weight(p)
+    n0 = p.shape[0]
     if rows_per_strip is None:  # about 2^20 input values per strip, and at least 16 r rows so that the 2r
         # context rows every strip recomputes cost <= 1/8 (2^18 values gave 36-row strips: 30 % slower, measured)
         rows_per_strip = max(16 * r, (1 << 20) // max(int(np.prod(p.shape[1:])) * model.in_channels, 1))
-    rows_per_strip = max(2 * r, int(rows_per_strip), 1)  # the first strip must hold the 2r wrap rows
-    strips = pl.strips(p, rows_per_strip=rows_per_strip)
-    n0 = p.shape[0]
-    if n0 < 4 * r + 2 or r == 0:
-        img = np.concatenate([s for _, s in strips], axis=0)
-        yield 0, _run(model, img, r, full=True), w
+    h = max(1, int(rows_per_strip))
+    if n0 < 4 * r + 2 or r == 0 or h + 2 * r > n0:  # small image: one chunk, wrap-padded whole
+        if rank == 0:
+            img = np.concatenate([s for _, s in pl.strips(p)], axis=0)
+            yield 0, _run(model, img, r, full=True), w
         return
-    head: np.ndarray | None = None  # first 2r rows (for the wrap at the end)
-    buf = np.zeros((0,) + p.shape[1:] + (model.in_channels,), np.float32)
-    buf_start = 0  # image row of buf[0]
-    nxt = r  # next output row to produce
-    for r0, s in strips:
-        buf = np.concatenate([buf, s], axis=0)
-        if head is None or len(head) < 2 * r:
-            head = buf[: 2 * r].copy()
-        avail_end = r0 + len(s)  # rows [buf_start, avail_end) in buf
-        last = avail_end - r  # can produce outputs rows [nxt, last)
-        if last > nxt:
-            chunk = buf[nxt - r - buf_start : last + r - buf_start]
-            yield nxt, _run(model, chunk, r), w
-            nxt = last
-            drop = nxt - r - buf_start
-            buf = buf[drop:]
-            buf_start += drop
-    # remaining output rows [nxt, n0) and the wrapped rows [0, r)
-    tail = np.concatenate([buf[nxt - r - buf_start :], head], axis=0)  # rows nxt-r .. n0-1, 0 .. 2r-1
-    out = _run(model, tail, r)  # outputs rows nxt .. n0-1, 0 .. r-1
-    k = n0 - nxt
-    if k > 0:
-        yield nxt, out[:k], w
-    yield 0, out[k:], w
+    chunks = chunk_plan(n0, h)
+    mine = [chunks[i] for i in np.array_split(np.arange(len(chunks)), size)[rank]]
+    pieces: list[list[tuple[int, int]]] = []  # each chunk's input rows as ranges within [0, n0)
+    for a, b in mine:
+        lo, hi = a - r, b + r
+        if lo < 0:
+            pieces.append([(lo + n0, n0), (0, hi)])
+        elif hi > n0:
+            pieces.append([(lo, n0), (0, hi - n0)])
+        else:
+            pieces.append([(lo, hi)])
+    flat = [rg for ps in pieces for rg in ps]
+    strips = pl.strips(p, rows_per_strip=n0, ranges=flat)  # one strip per range; atoms binned once
+    for (a, _), ps in zip(mine, pieces, strict=True):
+        rows = [next(strips)[1] for _ in ps]
+        x = rows[0] if len(rows) == 1 else np.concatenate(rows, axis=0)
+        yield a, _run(model, x, r), w
 
 
 def _run(model, rows: np.ndarray, r: int, full: bool = False) -> np.ndarray:
@@ -92,7 +101,7 @@ def stream_energy(model, atoms: Any, rows_per_strip: int | None = None) -> float
 
 
 def stream_predict(model, atoms: Any, rows_per_strip: int | None = None, map_block: int | None = None,
-                   on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                   on_progress: Callable[[int, int], None] | None = None, backend: Any = None) -> dict[str, Any]:
     """Total energy of a structure of any size, with a block-summed energy map and progress reports.
 
     Parameters
@@ -105,7 +114,13 @@ def stream_predict(model, atoms: Any, rows_per_strip: int | None = None, map_blo
         Also return the energy map summed over blocks of ``map_block`` x
         ``map_block`` pixels (2D grids): memory ``pixels / map_block^2``.
     on_progress : callable, optional
-        ``on_progress(rows_done, rows_total)`` after every strip (image rows along cell vector 1).
+        ``on_progress(rows_done, rows_total)`` after every chunk (image rows
+        along cell vector 1; with several ranks, this rank's rows).
+    backend : ednn.parallel.Backend, optional
+        With ``size > 1`` (``horovodrun -np K``): each rank streams its
+        contiguous share of the same chunks, and the energy and the map are
+        summed over ranks (every rank returns the total). The chunks do not
+        depend on the number of ranks, so K ranks equal one to round-off.
 
     Returns
     -------
@@ -124,19 +139,25 @@ def stream_predict(model, atoms: Any, rows_per_strip: int | None = None, map_blo
         f = int(map_block)
         coarse = np.zeros((-(-n0 // f), -(-int(p.shape[1]) // f)))
         col_starts = np.arange(0, int(p.shape[1]), f)
-    total = 0.0
-    w = 1.0
+    part = (0, 1) if backend is None else (int(backend.rank), int(backend.size))
+    sums = []
+    w = model.pipeline.pixel_weight(p)
     done = 0
-    for r0, y, w_strip in _strip_outputs(model, p, rows_per_strip):
+    mine = -(-n0 // part[1])  # this rank's share of the rows (approximate with several ranks: whole chunks)
+    for r0, y, _ in _strip_outputs(model, p, rows_per_strip, part=part):
         y = y[..., e.channel]
-        total += math.fsum(y.sum(axis=tuple(range(1, y.ndim))).tolist())
-        w = w_strip
+        sums.append(math.fsum(y.sum(axis=tuple(range(1, y.ndim))).tolist()))
         if coarse is not None:
             cols = np.add.reduceat(y, col_starts, axis=1)  # (h, m2)
             np.add.at(coarse, (r0 + np.arange(len(y))) // f, cols)
         done += len(y)
         if on_progress is not None:
-            on_progress(min(done, n0), n0)
+            on_progress(min(done, mine), mine)
+    total = math.fsum(sums)
+    if part[1] > 1:
+        total = float(np.asarray(backend.allreduce_sum(np.array([total], dtype=np.float64))).reshape(-1)[0])
+        if coarse is not None:
+            coarse = np.asarray(backend.allreduce_sum(coarse), dtype=np.float64)
     out: dict[str, Any] = {"energy": float(e.from_network(np.array([w * total]), model.counts(p)[None])[0]),
                            "n_rows": n0}
     if coarse is not None:

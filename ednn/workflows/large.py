@@ -73,7 +73,7 @@ def region_counts(positions: np.ndarray, numbers: np.ndarray, lattice: np.ndarra
 
 def predict_large(model: Any, structure: Any, out: str | os.PathLike | None = None, map_block: int | None = None,
                   regions: int = 4, progress: bool = True, rows_per_strip: int | None = None,
-                  title: str = "") -> dict[str, Any]:
+                  title: str = "", backend: Any = None) -> dict[str, Any]:
     """Stream the energy of one huge 2D structure with progress, a block energy map and per-region energies.
 
     Parameters
@@ -93,6 +93,9 @@ def predict_large(model: Any, structure: Any, out: str | os.PathLike | None = No
         Passed to :func:`~ednn.predict.stream.stream_predict`.
     title : str
         Title of the map figure.
+    backend : ednn.parallel.Backend, optional
+        Several ranks (``horovodrun -np K``) share the strips; every rank gets
+        the totals, only rank 0 writes ``out`` and shows progress.
 
     Returns
     -------
@@ -111,8 +114,9 @@ def predict_large(model: Any, structure: Any, out: str | os.PathLike | None = No
         raise InputError(f"predict_large draws 2D energy maps; this model's grid is {len(p.shape)}D")
     if map_block is None:
         map_block = max(1, math.ceil(max(p.shape) / 512))
+    chief = backend is None or backend.is_chief
     bar = None
-    if progress:
+    if progress and chief:
         from tqdm import tqdm  # noqa: PLC0415
 
         bar = tqdm(total=n_atoms, unit="atoms", unit_scale=True, desc="predict", smoothing=0.1)
@@ -122,7 +126,8 @@ def predict_large(model: Any, structure: Any, out: str | os.PathLike | None = No
             bar.update(int(round(n_atoms * done_rows / rows)) - bar.n)
 
     t0 = time.perf_counter()
-    res = stream_predict(model, p, rows_per_strip=rows_per_strip, map_block=map_block, on_progress=report)
+    res = stream_predict(model, p, rows_per_strip=rows_per_strip, map_block=map_block, on_progress=report,
+                         backend=backend)
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
@@ -152,7 +157,9 @@ def predict_large(model: Any, structure: Any, out: str | os.PathLike | None = No
               "pixels": [int(x) for x in p.shape], "seconds": seconds, "atoms_per_second": n_atoms / seconds,
               "counts": {chemical_symbols[z]: int(k) for z, k in zip(species, total_counts)},
               "map": emap, "map_block": int(map_block), "regions": region_list}
-    if out is not None:
+    if backend is not None and backend.size > 1:
+        result["ranks"] = int(backend.size)
+    if out is not None and chief:
         _write(Path(out), result, cell, p.shape, title)
     return result
 
