@@ -181,3 +181,41 @@ def test_energy_computed_once_with_forces(monkeypatch):
     e = at.get_potential_energy()  # from the forces' call: no second evaluation
     assert calls == [] and e == pytest.approx(orig(at), rel=1e-8)
     assert at.get_potential_energy(force_consistent=True) == e  # free_energy
+
+
+@pytest.mark.parametrize("heights,metric", [(0, False), (2, True)])
+def test_streamed_forces_equal_whole_image_forces(heights, metric):
+    """stream_forces (chunk by chunk, only each chunk's atoms, flat memory) gives the whole-image calculator's
+    energy and forces: chunks that wrap around the cell, height channels (whose mean plane couples every atom)
+    and metric channels included."""
+    from ednn.atoms.large import paper_sheet
+    from ednn.config import DEFAULTS
+    from ednn.image.grid import GridSpec
+    from ednn.predict.model import EnergyModel, receptive_radius
+    from ednn.predict.stream_forces import stream_forces
+
+    g = {k: v for k, v in DEFAULTS["grid"].items() if v is not None}
+    g.update(species=("B", "C", "N"), heights=heights, context=max(receptive_radius({"layers": 3}), 1))
+    model = EnergyModel.create({"layers": 3, "filters": 8, "readout": [8], "metric_channels": metric},
+                               GridSpec(**g), seed=1)
+    model.refs = np.array([-6.0, -7.4, -7.0])
+    model.scale = 0.5
+    at = paper_sheet(1500, seed=3, rattle_z=0.2)
+    at.calc = model.calculator()
+    e_whole, f_whole = at.get_potential_energy(), at.get_forces()
+    seen = []
+    e_str, f_str = stream_forces(model, at, rows_per_strip=13, on_progress=lambda d, n: seen.append((d, n)))
+    assert len(seen) >= 4 and seen[-1][0] == seen[-1][1]  # several chunks, every row once
+    assert e_str == pytest.approx(e_whole, rel=1e-6)
+    scale = float(np.abs(f_whole).max())
+    assert scale > 0.1
+    assert float(np.abs(f_str - f_whole).max()) <= 1e-5 * scale
+    # the calculator streams by itself above STREAM_PIXELS (here lowered so that this sheet counts as huge)
+    import ednn.predict.model as pm
+
+    old, pm.STREAM_PIXELS = pm.STREAM_PIXELS, 1000
+    try:
+        at.calc = model.calculator()
+        np.testing.assert_allclose(at.get_forces(), f_str, atol=1e-5 * scale, rtol=0)
+    finally:
+        pm.STREAM_PIXELS = old

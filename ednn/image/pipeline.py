@@ -162,6 +162,19 @@ class InputPipeline:
                 out[f"pad{ax}"] = (np.arange(-self.radius, n + self.radius) % n).astype(np.int64)
         return out
 
+    def raster_window(self, positions, inputs: dict[str, Any], window, z_ref):
+        """Input channels of image rows ``window = (row0, h)`` from the atoms given (TF, differentiable in
+        ``positions`` and ``z_ref``): ``(h, n_2, ..., in_channels)``, not padded (streamed forces)."""
+        import tensorflow as tf
+
+        g = self.grid
+        img = rasterize_tf_core(positions, inputs, g, dtype=tf.float32, window=window, z_ref=z_ref) * self.unit
+        if self.metric:
+            mf = metric_features_tf(inputs["lattice"], inputs["n"], g.spacing, g.dim)
+            shape = tf.concat([tf.shape(img)[:-1], tf.shape(mf)], axis=0)
+            img = tf.concat([img, tf.broadcast_to(mf, shape)], axis=-1)
+        return img
+
     def tf_network_input(self, positions, inputs: dict[str, Any], deform=None):
         """Network input and pixel weight as tensors, differentiable in ``positions`` and ``deform``.
 

@@ -36,11 +36,20 @@ def raster_tf_inputs(p: Prepared, spec: GridSpec) -> dict[str, np.ndarray]:
     }
 
 
-def rasterize_tf_core(positions: Any, inputs: dict[str, Any], spec: GridSpec, dtype: Any = None, deform: Any = None):
+def rasterize_tf_core(positions: Any, inputs: dict[str, Any], spec: GridSpec, dtype: Any = None, deform: Any = None,
+                      window: Any = None, z_ref: Any = None):
     """The TF rasterizer on tensors: ``positions`` (N, 3) and :func:`raster_tf_inputs`.
 
     Works with inputs of any size inside a ``tf.function`` (the image shape is
     ``inputs["n"]``, a tensor). Returns ``(n_1, ..., n_d, channels)``.
+
+    ``window = (row0, h)`` (int64 tensor, optional) gives only the image rows
+    ``row0 .. row0 + h - 1`` (mod ``n_1``) along cell vector 1, ``(h, n_2, ...,
+    channels)``, from the atoms given (which must include every atom whose
+    stencil reaches those rows; ``inputs["weights"]`` and ``["channels"]`` are
+    theirs). ``z_ref`` (optional tensor) replaces the mean height of the atoms
+    given as the reference plane of the height channels (for a subset of atoms,
+    the whole structure's mean).
 
     ``deform`` (d x d tensor, optional) is the periodic block of a homogeneous
     deformation ``I + strain`` (row-vector convention: ``lattice @ deform``)
@@ -83,12 +92,21 @@ def rasterize_tf_core(positions: Any, inputs: dict[str, Any], spec: GridSpec, dt
     mask = tf.cast(r2 <= spec.radius**2, dtype)
     vals = f("weights")[:, None] * tf.exp(-r2 * (0.5 / spec.sigma**2)) * mask
     m = (base_i[:, None, :] + i64("offsets")[None, :, :]) % n_i
+    n_img = n_i
+    if window is not None:  # rows row0 .. row0 + h - 1 of the image only, local row index m0 - row0 (mod n_1)
+        window = tf.cast(window, tf.int64)
+        m0 = tf.math.floormod(m[..., 0] - window[0], n_i[0])
+        inside = m0 < window[1]
+        vals = vals * tf.cast(inside, dtype)
+        m = tf.concat([tf.where(inside, m0, tf.zeros_like(m0))[..., None], m[..., 1:]], axis=-1)
+        n_img = tf.concat([window[1:2], n_i[1:]], axis=0)
     flat = tf.reduce_sum(m * i64("strides"), axis=-1)
     C = spec.n_channels
     flat = flat * C + i64("channels")[:, None]
     if spec.heights:
         z = pos[:, 2]
-        hz = (z - tf.reduce_mean(z)) / spec.sigma  # differentiable: forces get their z components
+        zr = tf.reduce_mean(z) if z_ref is None else tf.cast(z_ref, dtype)
+        hz = (z - zr) / spec.sigma  # differentiable: forces get their z components
         hk = tf.ones_like(hz)
         all_vals, all_flat = [vals], [flat]
         for k in range(1, spec.heights + 1):
@@ -96,8 +114,8 @@ def rasterize_tf_core(positions: Any, inputs: dict[str, Any], spec: GridSpec, dt
             all_vals.append(vals * hk[:, None])
             all_flat.append(flat + k * spec.n_density_channels)
         vals, flat = tf.concat(all_vals, axis=0), tf.concat(all_flat, axis=0)
-    img = tf.math.unsorted_segment_sum(tf.reshape(vals, [-1]), tf.reshape(flat, [-1]), tf.reduce_prod(n_i) * C)
-    img = tf.reshape(img, tf.concat([n_i, tf.constant([C], tf.int64)], axis=0))
+    img = tf.math.unsorted_segment_sum(tf.reshape(vals, [-1]), tf.reshape(flat, [-1]), tf.reduce_prod(n_img) * C)
+    img = tf.reshape(img, tf.concat([n_img, tf.constant([C], tf.int64)], axis=0))
     return tf.ensure_shape(img, [None] * d + [C])  # the channel count is static, for the network's layers
 
 

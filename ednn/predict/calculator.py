@@ -184,7 +184,12 @@ class EDNNCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         a = self.atoms
-        if "forces" in properties or "stress" in properties:
+        if "forces" in properties and "stress" not in properties and self.model._huge(a):
+            # a huge sheet: energy and forces streamed chunk by chunk with flat memory (MD of 10^6 atoms)
+            from .stream_forces import stream_forces  # noqa: PLC0415
+
+            self.results["energy"], self.results["forces"] = stream_forces(self.model, a)
+        elif "forces" in properties or "stress" in properties:
             e, g, gs = self.gradients(a)
             self.results["energy"] = e
             self.results["forces"] = -g
