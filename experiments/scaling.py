@@ -11,6 +11,10 @@ For each size N, in a fresh process (so that the peak RSS is the size's own):
     split into rasterization (the strip generator), the network
     (``model._forward``) and the rest (bookkeeping); peak RSS includes the
     structure.
+``ednn_forces``
+    energy and forces of the same sheets streamed chunk by chunk
+    (:func:`ednn.predict.stream_forces.stream_forces`), and the time of one
+    ASE velocity-Verlet step up to 10^6 atoms;
 ``lammps``
     energy and forces of the same sheet by the default labeller (LAMMPS,
     BNC.tersoff), up to ``--lammps-max`` atoms.
@@ -105,6 +109,34 @@ def child_ednn(n: int, out_dir: str | None) -> dict:
             "rss_after_model_mib": rss_model, "rss_after_sheet_mib": rss_sheet, "model": what}
 
 
+def child_ednn_forces(n: int) -> dict:
+    """Energy and forces of one paper sheet streamed chunk by chunk (one MD step's worth of work)."""
+    from ase.md.verlet import VelocityVerlet
+
+    from ednn.atoms.large import paper_sheet
+    from ednn.predict.stream_forces import stream_forces
+
+    model, what = _model()
+    stream_forces(model, paper_sheet(2000, seed=1))  # trace the chunk function once, outside the timing
+    sheet = paper_sheet(int(n), seed=0)
+    t0 = time.perf_counter()
+    e, f = stream_forces(model, sheet)
+    dt = time.perf_counter() - t0
+    out = {"n_atoms": len(sheet), "seconds": dt, "atoms_per_second": len(sheet) / dt,
+           "energy_per_atom": e / len(sheet), "max_force": float(np.abs(f).max()), "model": what}
+    if n <= 1.1e6:  # one ASE velocity-Verlet step with the calculator (which streams such sheets by itself)
+        from ase import units
+
+        sheet.calc = model.calculator()
+        dyn = VelocityVerlet(sheet, 0.5 * units.fs)
+        dyn.run(1)  # the first step evaluates the forces at the start too
+        t1 = time.perf_counter()
+        dyn.run(1)
+        out["md_step_seconds"] = time.perf_counter() - t1
+    out["peak_rss_mib"] = _rss_mib()
+    return out
+
+
 def child_lammps(n: int) -> dict:
     from ednn.atoms.labellers import get_labeller
     from ednn.atoms.large import paper_sheet
@@ -147,14 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", nargs=2, metavar=("WHAT", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--map-out", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--ednn-max", type=float, default=1e7)
+    ap.add_argument("--forces-max", type=float, default=1e6)
     ap.add_argument("--lammps-max", type=float, default=1e6)
     ap.add_argument("--gpaw-max", type=float, default=60)
     ap.add_argument("--out", default=str(RESULTS / "scaling.json"))
     args = ap.parse_args(argv)
     if args.child:
         what, n = args.child[0], int(float(args.child[1]))
-        res = {"ednn": lambda: child_ednn(n, args.map_out), "lammps": lambda: child_lammps(n),
-               "gpaw": lambda: child_gpaw(n)}[what]()
+        res = {"ednn": lambda: child_ednn(n, args.map_out), "ednn_forces": lambda: child_ednn_forces(n),
+               "lammps": lambda: child_lammps(n), "gpaw": lambda: child_gpaw(n)}[what]()
         print("RESULT " + json.dumps(res), flush=True)
         return 0
     out = Path(args.out)
@@ -162,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     data.setdefault("machine", {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                                 "python": platform.python_version()})
     plan = [("ednn", n) for n in SIZES if n <= args.ednn_max]
+    plan += [("ednn_forces", n) for n in (1e4, 1e5, 1e6) if n <= args.forces_max]
     plan += [("lammps", n) for n in (1e3, 1e4, 1e5, 1e6) if n <= args.lammps_max]
     plan += [("gpaw", n) for n in (8, 18, 32, 60, 98) if n <= args.gpaw_max]
     for what, n in plan:
@@ -187,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(out)
     summary = {}
-    for what in ("ednn", "lammps", "gpaw"):
+    for what in ("ednn", "ednn_forces", "lammps", "gpaw"):
         rows = sorted(data.get(what, {}).values(), key=lambda r: r["n_atoms"])
         big = [r for r in rows if r["n_atoms"] >= (1e4 if what != "gpaw" else 1)]
         if len(big) >= 2:
@@ -215,7 +249,7 @@ def _plot(data: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.3))
-    for what, style in (("ednn", "o-"), ("lammps", "s-"), ("gpaw", "^-")):
+    for what, style in (("ednn", "o-"), ("ednn_forces", "D-"), ("lammps", "s-"), ("gpaw", "^-")):
         rows = sorted(data.get(what, {}).values(), key=lambda r: r["n_atoms"])
         if not rows:
             continue
