@@ -39,7 +39,7 @@ JOBS: dict[str, tuple[int, float, float, int, int]] = {
 
 #: name -> (structure kind, atom-count range, records, seed): 2D sheets, electron density only on the 3D grid
 SHEET_JOBS: dict[str, tuple[str, str, int, int]] = {
-    "sheets_defect_density": ("defect", "16,40", 4, 0),
+    "sheets_defect_density": ("defect", "16,24", 2, 0),
 }
 
 

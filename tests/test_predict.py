@@ -182,6 +182,11 @@ def test_cli_predict_and_evaluate(trained, tmp_path):
     assert summary["energy"] == pytest.approx(model.predict_energies([big])[0], rel=1e-6)
     assert len(json.load(open(tmp_path / "map" / "regions.json"))) == 4
     assert main(["predict", str(out / "model"), xyz, "--map", str(tmp_path / "map2")]) == 2
+    one_h5 = str(tmp_path / "one.h5")  # an ednn record is read as plain arrays: the same result
+    with DatasetWriter(one_h5) as w:
+        w.append(big)
+    assert main(["predict", str(out / "model"), one_h5, "--map", str(tmp_path / "map3"), "--regions", "2"]) == 0
+    assert json.load(open(tmp_path / "map3" / "summary.json"))["energy"] == pytest.approx(summary["energy"], rel=1e-9)
     h5 = str(tmp_path / "d.h5")
     with DatasetWriter(h5, metadata={"labeller": {"name": "toy"}}) as w:
         for a, e in zip(structs, E):

@@ -120,16 +120,34 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_map(model, structs, args: argparse.Namespace) -> int:
+def _one_structure(path: str):
+    """The one structure of ``path``: an ednn .h5 record as plain arrays (no ase.Atoms copy of a huge
+    structure), or what ase.io reads."""
+    from ..train import load_structures
+
+    if str(path).endswith((".h5", ".hdf5")):
+        from ..data import Dataset
+
+        with Dataset(path) as ds:
+            if len(ds) != 1:
+                raise InputError(f"--map draws one structure's energy map; {path} holds {len(ds)} "
+                                 "(write the one you want to its own file)")
+            return (ds.positions(0), ds.numbers(0), ds.cell(0), ds.pbc(0))
+    structs, _ = load_structures(path, need_energy=False)
+    if len(structs) != 1:
+        raise InputError(f"--map draws one structure's energy map; {path} holds {len(structs)} "
+                         "(write the one you want to its own file)")
+    return structs[0]
+
+
+def _predict_map(model, args: argparse.Namespace) -> int:
+    from ..parallel import get_backend
     from ..workflows.large import predict_large
 
-    if len(structs) != 1:
-        raise InputError(f"--map draws one structure's energy map; {args.structures} holds {len(structs)} "
-                         "(write the one you want to its own file)")
-    from ..parallel import get_backend
+    structure = _one_structure(args.structures)
 
     backend = get_backend("auto")  # horovodrun -np K ednn predict ... --map: the ranks share the strips
-    res = predict_large(model, structs[0], out=args.map, map_block=args.map_block, regions=args.regions,
+    res = predict_large(model, structure, out=args.map, map_block=args.map_block, regions=args.regions,
                         progress=True, backend=backend)
     if not backend.is_chief:
         return 0
@@ -145,9 +163,9 @@ def _predict(args: argparse.Namespace) -> int:
     from ..workflows.evaluate import metrics, n_atoms
 
     model = load(args.model)
-    structs, E = load_structures(args.structures, need_energy=False)
     if args.map:
-        return _predict_map(model, structs, args)
+        return _predict_map(model, args)
+    structs, E = load_structures(args.structures, need_energy=False)
     t0 = time.time()
     pred = model.predict_energies(structs)
     dt = time.time() - t0
