@@ -1,12 +1,19 @@
-"""Streaming prediction for systems of any size.
+"""Streaming prediction for systems of any size, in time linear in the number of atoms.
 
-:func:`stream_energy` rasterizes a huge periodic sheet a strip of rows at a
-time (:func:`ednn.image.raster.rasterize_strips`), runs the density network on each
-strip with ``r`` rows of context from its neighbours (the first ``2r`` rows are
-kept for the periodic wrap at the end), adds the strip's energy, and forgets
-it. :func:`stream_outputs` assembles all output channels the same way (per-voxel
-fields). Strips come from the model's one input pipeline. Memory stays flat in the number of atoms; the result equals the
-whole-image prediction up to float summation order.
+The image rows along cell vector 1 are cut into chunks (:func:`chunk_plan`:
+output rows ``[a, b)``, a fixed plan that depends only on the image and the
+chunk size). Each chunk's input rows ``[a - r, b + r)`` (periodic, ``r`` the
+receptive radius) are rasterized from only the atoms that reach them
+(:func:`ednn.image.raster.rasterize_strips` with row ``ranges``: the atoms are
+binned by row once, O(N), and each chunk touches its own atoms), the density
+network runs on the chunk, and its energy is added and the chunk forgotten.
+Cost: O(N + pixels), plus ``2r / chunk`` rows rasterized twice; memory: one
+chunk. :func:`stream_energy` gives the energy, :func:`stream_predict` the energy
+with a block energy map, progress reports and a split across Horovod ranks
+(each rank takes a contiguous share of the same chunks, so any number of ranks
+computes the same numbers), :func:`stream_outputs` every output channel
+(per-voxel fields). The result equals the whole-image prediction up to float
+summation order. Forces: :mod:`ednn.predict.stream_forces`.
 """
 
 from __future__ import annotations
