@@ -40,7 +40,7 @@ T_E = 298.0
 CHOSEN = {"kpts": [3, 3, 3], "ecut": 300.0}
 RUNS = {"k2": {"kpts": [2, 2, 2], "ecut": 300.0}, "ecut250": {"kpts": [3, 3, 3], "ecut": 250.0},
         "ecut350": {"kpts": [3, 3, 3], "ecut": 350.0}, "k4": {"kpts": [4, 4, 4], "ecut": 300.0}, "chosen": CHOSEN,
-        "k5": {"kpts": [5, 5, 5], "ecut": 300.0}}
+        "k5": {"kpts": [5, 5, 5], "ecut": 300.0}, "k6": {"kpts": [6, 6, 6], "ecut": 300.0}}
 
 
 def dos_figures(eig: np.ndarray, wk: np.ndarray, n_e: float, grid: EnergyGrid, width: float, n_atoms: int) -> dict:
