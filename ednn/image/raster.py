@@ -307,6 +307,25 @@ def _bin_by_row(p: Prepared, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, starts
 
 
+def atoms_reaching_rows(order: np.ndarray, starts: np.ndarray, row0: int, h: int, o0min: int,
+                        o0max: int) -> np.ndarray:
+    """Indices of the atoms whose stencil (row offsets ``o0min .. o0max``) reaches image rows
+    ``row0 .. row0 + h - 1`` (mod n_1), from :func:`_bin_by_row`'s ``order`` and ``starts``; each atom once.
+
+    Their base rows are ``row0 - o0max .. row0 + h - 1 - o0min`` (mod n_1), a span of at most n_1 rows.
+    """
+    n0 = len(starts) - 1
+    span = h + o0max - o0min
+    if span >= n0:
+        return order
+    lo = (row0 - o0max) % n0
+    hi = lo + span  # exclusive, may exceed n0 (wrap)
+    sel = order[starts[lo] : starts[min(hi, n0)]]
+    if hi > n0:
+        sel = np.concatenate([sel, order[: starts[hi - n0]]])
+    return sel
+
+
 def rasterize_strips(
     atoms: Any,
     spec: GridSpec,
@@ -368,17 +387,8 @@ def rasterize_strips(
             raise GridError(f"row range ({a}, {b}) is not within the image's {n0} rows")
     for r0, r1 in ((r0, min(b, r0 + rows_per_strip)) for a, b in ranges for r0 in range(a, b, rows_per_strip)):
         h = r1 - r0
-        # atoms whose stencil reaches rows [r0, r1): base row in [r0 - o0max, r1 - 1 - o0min] (mod n0)
-        span = (r1 - 1 - o0min) - (r0 - o0max) + 1
         acc = np.zeros(h * n_rest * C, dtype=np.float64)
-        if span >= n0:
-            sel = order
-        else:
-            lo = (r0 - o0max) % n0
-            hi = lo + span  # exclusive, may exceed n0 (wrap)
-            sel = order[starts[lo] : starts[min(hi, n0)]]
-            if hi > n0:
-                sel = np.concatenate([sel, order[: starts[hi - n0]]])
+        sel = atoms_reaching_rows(order, starts, r0, h, o0min, o0max)
         # only this strip's atoms, in chunks sorted by row (each chunk touches a band of the strip)
         for c0 in range(0, len(sel), chunk):
             idx = sel[c0 : c0 + chunk]

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from ..image.raster import _bin_by_row, _norm, _stencil
-from .stream import chunk_plan
+from ..image.raster import _bin_by_row, _norm, _stencil, atoms_reaching_rows
+from .stream import chunk_plan, chunk_rows
 
 __all__ = ["stream_forces"]
 
@@ -94,9 +94,7 @@ def stream_forces(model, atoms: Any, rows_per_strip: int | None = None,
     inputs = {k: v for k, v in pl.tf_inputs(p).items() if k not in ("weights", "channels", "pad0")}
     weights_all = p.weight() * _norm(pl.grid)
     channels_all = p.channel().astype(np.int64)
-    if rows_per_strip is None:
-        rows_per_strip = max(16 * r, (1 << 20) // max(int(np.prod(p.shape[1:])) * model.in_channels, 1))
-    h = max(1, int(rows_per_strip))
+    h = chunk_rows(model, p, rows_per_strip)
     if h + 2 * r > n0:
         h = max(1, n0 - 2 * r)
     if h < 1 or n0 < 2 * r + 1:
@@ -113,14 +111,7 @@ def stream_forces(model, atoms: Any, rows_per_strip: int | None = None,
     done = 0
     for a, b in chunk_plan(n0, h):
         lo_row, h_in = a - r, (b - a) + 2 * r
-        # atoms whose stencil reaches rows [lo_row, lo_row + h_in): base row in [lo_row - o0max, lo_row + h_in - 1
-        # - o0min] (mod n0); the span never exceeds n0 + stencil, so each atom is taken once
-        lo = (lo_row - o0max) % n0
-        span = min(n0, h_in + o0max - o0min)
-        hi = lo + span
-        sel = order[starts[lo] : starts[min(hi, n0)]]
-        if hi > n0:
-            sel = np.concatenate([sel, order[: starts[hi - n0]]])
+        sel = atoms_reaching_rows(order, starts, lo_row % n0, h_in, o0min, o0max)
         if len(sel) == 0:
             continue
         window = tf.constant([lo_row % n0, h_in], tf.int64)
