@@ -10,7 +10,7 @@ export LD_LIBRARY_PATH := $(abspath $(VENV))/lib:$(LD_LIBRARY_PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv demo test test-slow lint horovod dft data-ldos data data-ising bench-raster bench-predict ising long-train clean help
+.PHONY: venv demo test test-slow lint horovod horovod-mpi dft data-ldos data data-ising bench-raster bench-predict ising long-train clean help
 
 help: ## list the targets and what they do (this text, generated from the comments on the targets)
 	@echo "usage: make TARGET   (a new user needs two: make demo, make test)"
@@ -27,6 +27,9 @@ venv: $(VENV)/.installed ## create .venv: ednn (editable), TensorFlow (TF=cpu|gp
 horovod: venv ## build/install the patched Horovod wheel into .venv (cached in ~/.cache/ednn/wheels)
 	bash scripts/build_horovod.sh $(VENV)
 
+horovod-mpi: venv ## Debian's OpenMPI (apt, as root) and Horovod built with MPI too, for mpirun/srun launches
+	EDNN_HOROVOD_MPI=1 bash scripts/build_horovod.sh $(VENV)
+
 dft: venv ## install GPAW and its PAW setups into .venv (Debian's libxc/OpenBLAS via apt as root; ~1 min)
 	bash scripts/install_gpaw.sh $(VENV)
 
@@ -36,7 +39,7 @@ lint: venv ## ruff on ednn, data_gen, tests, experiments
 test: venv horovod dft lint ## lint and the default test suite (sets up .venv with the test extras and Horovod)
 	$(BIN)/python -m pytest -q -m "not slow" --durations=10 tests
 
-test-slow: venv dft ## the long tests (pytest -m slow)
+test-slow: venv horovod-mpi dft ## the long tests (pytest -m slow)
 	$(BIN)/python -m pytest -q -m slow tests
 
 data: venv ## build the reference Tersoff datasets data/train.h5 and data/transfer.h5

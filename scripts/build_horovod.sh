@@ -3,7 +3,8 @@
 #
 # Usage: bash scripts/build_horovod.sh [VENV]        (what `make horovod` runs)
 #
-# 1. No-op when `VENV/bin/python -c "import horovod.tensorflow"` already works.
+# 1. No-op when `VENV/bin/python -c "import horovod.tensorflow"` already works
+#    (and, when MPI is asked for, Horovod was built with it).
 # 2. Otherwise install a cached wheel built earlier for this Python / TensorFlow
 #    version (cache: ${EDNN_WHEEL_CACHE:-$HOME/.cache/ednn/wheels}).
 # 3. Otherwise download the Horovod 0.28.1 sdist, drop xla_mpi_ops.cc from its
@@ -13,7 +14,8 @@
 #
 # Environment knobs:
 #   EDNN_WHEEL_CACHE     wheel cache directory
-#   EDNN_HOROVOD_MPI     auto (default) | 1 | 0  build the MPI controller too
+#   EDNN_HOROVOD_MPI     auto (default) | 1 | 0  build the MPI controller too; 1 (make horovod-mpi)
+#                        installs Debian's OpenMPI first when there is no mpicc and we are root
 #   EDNN_BUILD_JOBS      parallel compile jobs (default 2)
 # Needs cmake and a C++17 compiler. Takes about 8 minutes on 2 cores.
 set -euo pipefail
@@ -41,22 +43,37 @@ ensure_runtime_deps() {
     fi
 }
 
-if "$PY" -c "import horovod.tensorflow" 2>/dev/null; then
-    ensure_runtime_deps
-    log "horovod.tensorflow already importable in $VENV: nothing to do"
-    exit 0
-fi
-
 TF_VERSION=$("$PY" -c "import tensorflow as tf; print(tf.__version__)" 2>/dev/null) \
     || die "tensorflow is not importable from $PY; install ednn with a TensorFlow extra first (make venv)"
 PY_TAG=$("$PY" -c "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')")
 
+REQUIRE_MPI=0
 case "${EDNN_HOROVOD_MPI:-auto}" in
-    1|yes|true) WITH_MPI=1 ;;
+    1|yes|true) WITH_MPI=1; REQUIRE_MPI=1 ;;
     0|no|false) WITH_MPI=0 ;;
     auto) if command -v mpicc >/dev/null 2>&1; then WITH_MPI=1; else WITH_MPI=0; fi ;;
     *) die "EDNN_HOROVOD_MPI must be auto, 1 or 0 (got '${EDNN_HOROVOD_MPI}')" ;;
 esac
+
+if [ "$REQUIRE_MPI" = 1 ] && ! command -v mpicc >/dev/null 2>&1; then
+    # asked for MPI (make horovod-mpi): Debian's OpenMPI, installed here when we are root
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        log "apt-get install libopenmpi-dev openmpi-bin"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q libopenmpi-dev openmpi-bin >/dev/null \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libopenmpi-dev openmpi-bin >/dev/null; } \
+            || die "apt-get could not install libopenmpi-dev openmpi-bin"
+    else
+        die "the MPI build needs an MPI with mpicc: run 'sudo apt-get install -y libopenmpi-dev openmpi-bin' (or load your cluster's MPI module) and rerun"
+    fi
+fi
+
+# 1. nothing to do when the installed Horovod already has what is asked for
+if "$PY" -c "import horovod.tensorflow as h; raise SystemExit(0 if ($REQUIRE_MPI == 0 or h.mpi_built()) else 1)" 2>/dev/null; then
+    ensure_runtime_deps
+    log "horovod.tensorflow already importable in $VENV$([ "$REQUIRE_MPI" = 1 ] && echo ' (MPI built)'): nothing to do"
+    exit 0
+fi
+
 FLAVOUR=gloo
 [ "$WITH_MPI" = 1 ] && FLAVOUR=gloo-mpi
 KEY="horovod-$HVD_VERSION-$PY_TAG-tf$TF_VERSION-$FLAVOUR"

@@ -96,7 +96,12 @@ def runs(tmp_path_factory):
 
 
 def test_two_ranks_identical_and_equal_to_serial(runs):
-    ser, par = runs
+    assert _history(runs[1])["controller"] == "gloo"  # horovodrun --gloo, even where Horovod also has MPI
+    _assert_two_ranks_equal_serial(*runs)
+
+
+def _assert_two_ranks_equal_serial(ser: Path, par: Path) -> None:
+    """Ranks bit-identical, equal to serial, LR scaled once, metrics global, only the chief writes."""
     hs, hp = _history(ser), _history(par)
     assert hs["size"] == 1 and hp["size"] == 2          # really ran on 2 Horovod ranks
     w0, w1 = _weights(par / "weights_rank0.npz"), _weights(par / "weights_rank1.npz")
@@ -125,6 +130,33 @@ def test_two_ranks_identical_and_equal_to_serial(runs):
     # only the chief wrote logs/checkpoints (single files, no per-rank copies)
     assert (par / "checkpoint.npz").exists() and (par / "log.csv").exists()
     assert sorted(p.name for p in par.iterdir() if p.name.startswith("log")) == ["log.csv", "log.json"]
+
+
+MPIRUN = shutil.which("mpirun")
+
+
+def _mpi_built() -> bool:
+    rc = subprocess.run([sys.executable, "-c", "import horovod.tensorflow as h; raise SystemExit(0 if h.mpi_built() "
+                         "else 1)"], env=_env(), capture_output=True).returncode
+    return rc == 0
+
+
+@pytest.mark.slow
+def test_mpirun_two_ranks_equal_serial(runs, tmp_path):
+    """The MPI-built Horovod (``make horovod-mpi``) launched by ``mpirun -np 2``, as on a cluster: the same
+    2-rank training as above, equal to serial. test-slow builds it; elsewhere the skip says how."""
+    if MPIRUN is None or not _mpi_built():
+        pytest.skip("needs Open MPI and Horovod built with MPI: run `make horovod-mpi`")
+    par = tmp_path / "mpi"
+    # as root Open MPI wants both flags; --bind-to none: the ranks' TensorFlow threads are not pinned to one core
+    cmd = [MPIRUN, "-np", "2", "--bind-to", "none", "--oversubscribe", "-x", "PYTHONPATH", "-x", "PATH",
+           "-x", "TF_CPP_MIN_LOG_LEVEL", "-x", "CUDA_VISIBLE_DEVICES", "-x", "PYTHONHASHSEED"]
+    if os.geteuid() == 0:
+        cmd += ["--allow-run-as-root"]
+    rc, log, _ = _run(cmd + [sys.executable, "-m", "ednn.parallel.check", "--out", str(par)] + PARALLEL, timeout=300)
+    assert rc == 0, log[-3000:]
+    assert _history(par)["controller"] == "mpi"  # Horovod's MPI controller, not Gloo
+    _assert_two_ranks_equal_serial(runs[0], par)
 
 
 def test_rank_death_ends_job_fast_and_resume_recovers(runs, tmp_path):

@@ -113,6 +113,38 @@ def test_tiled_equals_whole_image_and_streaming():
     assert stream_energy(m, at, rows_per_strip=4) == pytest.approx(m.predict_energies([at])[0], rel=1e-6)
 
 
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("chunks", ["default", "tiny"])
+def test_streamed_equals_whole_image_2d_3d_energy_and_voxel_fields(dim, chunks, monkeypatch):
+    """Streamed energy and per-voxel outputs equal the whole-image ones (issue 14, must-show 3): 2D and 3D
+    grids, an energy and two field channels; "tiny" chunks (2 r rows, network blocks of 2 r columns) make
+    every row chunk wrap and every network call a column block with its context."""
+    from ase.build import bulk
+
+    from ednn.predict import stream
+
+    if chunks == "tiny":
+        monkeypatch.setattr(stream, "CHUNK_VALUES", 1)
+        monkeypatch.setattr(stream, "MIN_CHUNK_RADII", 2)
+    cfg = {"layers": 2, "filters": 4, "kernel": 3, "readout": [4], "fields": {"ldos": 2}}
+    if dim == 2:
+        g = GridSpec(species=(5, 6, 7), spacing=SPACING, sigma=0.4, cutoff=4.0, focus=6, context=2)
+        at = _sheet(make_random_bcn(seed=11, reps=(7, 5)))  # 42 x 30 pixels
+    else:
+        g = GridSpec(species=(13,), spacing=0.5, sigma=0.4, dim=3, focus=4, context=2)
+        at = bulk("Al", "fcc", a=4.04, cubic=True).repeat((4, 3, 3))  # 32 x 24 x 24 voxels
+        at.rattle(0.05, seed=1)
+    m = EnergyModel.create(cfg, g, seed=2)
+    m.scale = 0.37
+    m.refs = np.full(len(g.species), -3.0)
+    _, whole, _ = m.outputs_whole(at)
+    assert whole.shape == m.pipeline.prepare(at).shape + (3,)
+    streamed = stream.stream_outputs(m, at)
+    np.testing.assert_allclose(streamed, whole, rtol=1e-6, atol=1e-6 * np.abs(whole).max())
+    e_whole = m.predict_energies([at])[0]
+    assert stream.stream_energy(m, at) == pytest.approx(e_whole, rel=1e-6)
+
+
 def test_energy_map_sums_to_energy_with_references():
     m = _model()
     at = _sheet(make_random_bcn(seed=2, reps=(3, 3)))

@@ -287,13 +287,13 @@ def _bin_by_row(p: Prepared, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Atom indices sorted by the pixel row (along cell vector 1) of their base pixel, and row starts.
 
     ``order[starts[r]:starts[r + 1]]`` are the atoms whose base pixel is in row
-    ``r``. Computed once per structure in chunks (no per-atom float arrays of
-    size N are kept): a radix sort, O(N) time, 2 bytes of keys and 8 of order per atom.
+    ``r``, in index order (so sums are deterministic). A counting sort in
+    chunks of atoms, O(N) time: per atom, a 2-byte row key (4 past 65,536
+    rows) and a 4-byte index (8 past 2^31 atoms); no sort of all N keys and no
+    per-atom float arrays of size N.
     """
     N, n0 = p.n_atoms, int(n[0])
-    # 16-bit row keys where the image has at most 65536 rows (a 35-million-atom graphene sheet has ~16,000):
-    # 2 bytes per atom instead of 8, and NumPy's stable sort of 16-bit keys is a radix sort, O(N)
-    rows = np.empty(N, dtype=np.uint16 if n0 <= 1 << 16 else np.int64)
+    rows = np.empty(N, dtype=np.uint16 if n0 <= 1 << 16 else np.int32)
     counts = np.zeros(n0, dtype=np.int64)
     for a0 in range(0, N, _PASS_ATOMS):
         sl = slice(a0, a0 + _PASS_ATOMS)
@@ -302,9 +302,30 @@ def _bin_by_row(p: Prepared, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         counts += np.bincount(r, minlength=n0)
     starts = np.zeros(n0 + 1, dtype=np.int64)
     np.cumsum(counts, out=starts[1:])
-    # stable: the atoms of a row keep their order, so sums are deterministic
-    order = np.argsort(rows, kind="stable")
+    order = np.empty(N, dtype=np.int32 if N < 1 << 31 else np.int64)
+    cursor = starts[:-1].copy()  # next free slot of each row
+    for a0 in range(0, N, _PASS_ATOMS):
+        r = rows[a0 : a0 + _PASS_ATOMS].astype(np.int64)
+        o = np.argsort(r, kind="stable")  # this chunk's atoms by row, index order within a row
+        rs = r[o]
+        c = np.bincount(rs, minlength=n0)
+        first = np.cumsum(c) - c  # position in the chunk's sorted list where each row begins
+        order[cursor[rs] + (np.arange(len(rs)) - first[rs])] = o + a0
+        cursor += c
     return order, starts
+
+
+def element_counts(numbers: np.ndarray, minlength: int = 119) -> np.ndarray:
+    """Atoms of each atomic number, ``bincount`` in chunks (no int64 copy of a huge uint8 array)."""
+    numbers = np.asarray(numbers).ravel()
+    out = np.zeros(minlength, dtype=np.int64)
+    for a0 in range(0, len(numbers), _PASS_ATOMS * 16):
+        part = numbers[a0 : a0 + _PASS_ATOMS * 16]
+        if part.min() < 0 or part.max() >= minlength:
+            raise SpeciesError(f"atomic numbers must be in 0..{minlength - 1}; got {int(part.min())}..{int(part.max())}")
+        c = np.bincount(part, minlength=minlength)
+        out += c
+    return out
 
 
 def atoms_reaching_rows(order: np.ndarray, starts: np.ndarray, row0: int, h: int, o0min: int,

@@ -136,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                   **{f"w{i}": v for i, v in enumerate(w)})
     if backend.is_chief:
         with open(os.path.join(a.out, "history.json.tmp"), "w") as fh:
-            json.dump({"size": backend.size, "history": hist}, fh, indent=1)
+            info = {"size": backend.size, "backend": backend.name, "history": hist}
+            if backend.name == "horovod":  # which controller carried the collectives (Gloo or MPI)
+                hvd = backend._hvd
+                info["controller"] = "mpi" if hvd.mpi_enabled() else "gloo" if hvd.gloo_enabled() else "?"
+            json.dump(info, fh, indent=1)
         os.replace(os.path.join(a.out, "history.json.tmp"), os.path.join(a.out, "history.json"))
     if a.bench and backend.is_chief and len(hooks.times) > 1:
         # first epoch includes tracing; report the rest

@@ -28,7 +28,7 @@ from ..config import normalize_model_config, receptive_radius
 from ..errors import InputError, ModelError, SpeciesError
 from ..image.grid import GridSpec
 from ..image.pipeline import InputPipeline, gaussian_unit, metric_features, n_metric, wrap_pad
-from ..image.raster import _structure_arrays
+from ..image.raster import _structure_arrays, element_counts
 from ..image.tiling import layout_for, tile, untile
 from ..nn.batch import make_batch
 from ..nn.network import build_network, n_outputs
@@ -173,7 +173,7 @@ class EnergyModel:
     def counts(self, atoms: Any) -> np.ndarray:
         """Atoms of each grid species in ``atoms``."""
         numbers = np.asarray(atoms.numbers if hasattr(atoms, "numbers") else atoms[1])
-        per_z = np.bincount(numbers.ravel(), minlength=119)  # O(N), no per-atom Python objects
+        per_z = element_counts(numbers)  # O(N) in chunks, no per-atom Python objects
         species = list(self.grid.species)
         other = np.flatnonzero(per_z)
         unknown = sorted(set(other.tolist()) - set(species))

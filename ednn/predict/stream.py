@@ -8,7 +8,8 @@ receptive radius) are rasterized from only the atoms that reach them
 binned by row once, O(N), and each chunk touches its own atoms), the density
 network runs on the chunk, and its energy is added and the chunk forgotten.
 Cost: O(N + pixels), plus ``2r / chunk`` rows rasterized twice; memory: one
-chunk. :func:`stream_energy` gives the energy, :func:`stream_predict` the energy
+chunk's image and the network's activations on one block of its columns
+(about 2^20 input values, whatever the sheet's width). :func:`stream_energy` gives the energy, :func:`stream_predict` the energy
 with a block energy map, progress reports and a split across Horovod ranks
 (each rank takes a contiguous share of the same chunks, so any number of ranks
 computes the same numbers), :func:`stream_outputs` every output channel
@@ -28,6 +29,9 @@ from ..errors import InputError, ModelError
 
 __all__ = ["stream_energy", "stream_predict", "stream_energy_map", "stream_outputs", "chunk_plan", "chunk_rows"]
 
+CHUNK_VALUES = 1 << 20  # input values (pixels x channels) per chunk of rows and per network call
+MIN_CHUNK_RADII = 16  # chunks and column blocks span at least this many receptive radii
+
 
 def chunk_plan(n_rows: int, rows_per_chunk: int) -> list[tuple[int, int]]:
     """Output rows ``[start, stop)`` of each chunk: ``[0, n)`` cut into pieces of ``rows_per_chunk`` rows.
@@ -44,8 +48,8 @@ def chunk_rows(model, p: Any, rows_per_strip: int | None = None) -> int:
     rows, so that the 2r context rows each chunk recomputes cost <= 1/8 (2^18 values gave 36-row chunks on
     a 2e5-atom sheet: 30 % slower, measured)."""
     if rows_per_strip is None:
-        rows_per_strip = max(16 * model.radius,
-                             (1 << 20) // max(int(np.prod(p.shape[1:])) * model.in_channels, 1))
+        rows_per_strip = max(MIN_CHUNK_RADII * model.radius,
+                             CHUNK_VALUES // max(int(np.prod(p.shape[1:])) * model.in_channels, 1))
     return max(1, int(rows_per_strip))
 
 
@@ -90,15 +94,34 @@ def _strip_outputs(model, atoms: Any, rows_per_strip: int | None,
 
 
 def _run(model, rows: np.ndarray, r: int, full: bool = False) -> np.ndarray:
-    """Network outputs for the interior rows of ``rows`` (axis 0 already carries r context rows)."""
+    """Network outputs for the interior rows of ``rows`` (axis 0 already carries r context rows).
+
+    The network runs on blocks of output columns (axis 1) of about 2^20 input
+    values each, at least 16 r columns wide, so that its activations do not
+    grow with the width of the sheet (a 35-million-atom sheet is 15,000 pixels
+    wide: one call on a whole 90-row strip held ~1 GB of activations); each
+    block carries its r context columns on either side (<= 1/8 extra work).
+    """
     d = rows.ndim - 1
     if full:
         pads = [(r, r)] * d + [(0, 0)]
     else:
         pads = [(0, 0)] + [(r, r)] * (d - 1) + [(0, 0)]
-    x = np.pad(rows, pads, mode="wrap") if r else rows
-    y = model._forward(x[None].astype(np.float32))
-    return np.asarray(y[0], dtype=np.float64)
+    x = (np.pad(rows, pads, mode="wrap") if r else rows).astype(np.float32, copy=False)
+    if d < 2:
+        return np.asarray(model._forward(x[None])[0], dtype=np.float64)
+    n_cols = x.shape[1] - 2 * r
+    per_col = int(np.prod(x.shape)) // x.shape[1]
+    cols = max(MIN_CHUNK_RADII * max(r, 1), CHUNK_VALUES // max(per_col, 1))
+    if cols >= n_cols:
+        return np.asarray(model._forward(x[None])[0], dtype=np.float64)
+    out = None
+    for c in range(0, n_cols, cols):
+        y = model._forward(x[None, :, c : min(n_cols, c + cols) + 2 * r])[0]
+        if out is None:
+            out = np.empty((y.shape[0], n_cols) + y.shape[2:], dtype=np.float64)
+        out[:, c : c + y.shape[1]] = y
+    return out
 
 
 def stream_energy(model, atoms: Any, rows_per_strip: int | None = None) -> float:
