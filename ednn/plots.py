@@ -279,12 +279,14 @@ def energy_map_figure(atoms: Any, emap: np.ndarray, title: str = "", block: int 
     return fig
 
 
-def _block_map(cell: Any, sums: np.ndarray, e0: np.ndarray, e1: np.ndarray, title: str):
-    """Draw block energies ``sums`` (eV; blocks start at pixel edges ``e0``, ``e1``, each ending with ``n``) as
-    the energy density minus its median (meV/Angstrom^2) in the true cell geometry: (fig, ax, (a1, a2))."""
+def _block_map(cell: Any, sums: np.ndarray, e0: np.ndarray, e1: np.ndarray, title: str,
+               n: tuple[int, int] | None = None, ax: Any = None):
+    """Draw block energies ``sums`` (eV; blocks start at pixel edges ``e0``, ``e1`` of an image of ``n`` pixels,
+    by default ``(e0[-1], e1[-1])``) as the energy density minus its median (meV/Angstrom^2) in the true cell
+    geometry, on ``ax`` or a new figure: (fig, ax, (a1, a2))."""
     cell = np.asarray(cell, dtype=np.float64)
     a1, a2 = cell[0, :2], cell[1, :2]
-    n0, n1 = int(e0[-1]), int(e1[-1])
+    n0, n1 = (int(e0[-1]), int(e1[-1])) if n is None else (int(n[0]), int(n[1]))
     f0, f1 = (e0 - 0.5) / n0, (e1 - 0.5) / n1  # pixel m covers fractions (m - 1/2)/n .. (m + 1/2)/n
     corners = f0[:, None, None] * a1 + f1[None, :, None] * a2
     area = abs(float(a1[0] * a2[1] - a1[1] * a2[0])) * np.outer(np.diff(f0), np.diff(f1))
@@ -292,12 +294,17 @@ def _block_map(cell: Any, sums: np.ndarray, e0: np.ndarray, e1: np.ndarray, titl
     m = dens - np.median(dens)
     v = float(np.percentile(np.abs(m), 99.5)) or 1.0
     span = np.ptp(corners.reshape(-1, 2), axis=0)
-    fig, ax = _figure((5.6, float(np.clip(3.9 * span[1] / max(span[0], 1e-9) + 1.5, 2.8, 8.0))),
-                      layout="constrained")
+    if ax is None:
+        fig, ax = _figure((5.6, float(np.clip(3.9 * span[1] / max(span[0], 1e-9) + 1.5, 2.8, 8.0))),
+                          layout="constrained")
+    else:
+        fig = ax.figure
     mesh = ax.pcolormesh(corners[..., 0], corners[..., 1], m, cmap="RdBu_r", vmin=-v, vmax=v, shading="flat",
                          rasterized=True)
-    outline = np.array([[0, 0], a1, a1 + a2, a2, [0, 0]])
-    ax.plot(outline[:, 0], outline[:, 1], "k-", lw=0.6)
+    if n is None:
+        outline = np.array([[0, 0], a1, a1 + a2, a2, [0, 0]])
+        ax.plot(outline[:, 0], outline[:, 1], "k-", lw=0.6)
+    ax.margins(0)
     ax.set_aspect("equal")
     ax.set_xlabel("x (Å)")
     ax.set_ylabel("y (Å)")
@@ -307,15 +314,39 @@ def _block_map(cell: Any, sums: np.ndarray, e0: np.ndarray, e1: np.ndarray, titl
 
 
 def block_map_plot(cell: Any, block_sums: np.ndarray, shape: tuple[int, int], block: int, path: str,
-                   title: str = "") -> str:
+                   title: str = "", window: np.ndarray | None = None,
+                   window_origin: tuple[int, int] = (0, 0)) -> str:
     """Write the map of block-summed energies (``stream_predict(..., map_block=block)["map"]``) of an image of
-    ``shape`` pixels to ``path``, drawn like :func:`energy_map_figure` without the atoms (for huge sheets)."""
+    ``shape`` pixels to ``path``, drawn like :func:`energy_map_figure` without the atoms (for huge sheets).
+
+    With ``window`` (per-pixel energies of a window starting at pixel
+    ``window_origin``, ``stream_predict(..., window=...)``), a second panel
+    shows that window at full resolution, and the overview marks where it is.
+    """
     sums = np.asarray(block_sums, dtype=np.float64)
     e0, e1 = _block_edges(int(shape[0]), int(block)), _block_edges(int(shape[1]), int(block))
     if sums.shape != (len(e0) - 1, len(e1) - 1):
         raise InputError(f"block sums of shape {sums.shape} do not fit an image of {tuple(shape)} pixels in blocks "
                          f"of {block}")
-    fig, _, _ = _block_map(cell, sums, e0, e1, title)
+    if window is None:
+        fig, _, _ = _block_map(cell, sums, e0, e1, title)
+        return save_fig(fig, path)
+    window = np.asarray(window, dtype=np.float64)
+    r0, c0 = (int(v) for v in window_origin)
+    h, w = window.shape
+    if r0 < 0 or c0 < 0 or r0 + h > shape[0] or c0 + w > shape[1]:
+        raise InputError(f"a window of {window.shape} pixels at {window_origin} is not inside {tuple(shape)}")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12.0, 5.4), layout="constrained")
+    ax0, ax1 = fig.subplots(1, 2)
+    _, _, (a1, a2) = _block_map(cell, sums, e0, e1, title, ax=ax0)
+    w0, w1 = np.arange(r0, r0 + h + 1), np.arange(c0, c0 + w + 1)
+    _block_map(cell, window, w0, w1, f"zoom: {h} x {w} pixels at full resolution", n=(int(shape[0]), int(shape[1])),
+               ax=ax1)
+    f = np.array([[r0, c0], [r0 + h, c0], [r0 + h, c0 + w], [r0, c0 + w], [r0, c0]], dtype=np.float64)
+    box = ((f[:, 0:1] - 0.5) / shape[0]) * a1 + ((f[:, 1:2] - 0.5) / shape[1]) * a2
+    ax0.plot(box[:, 0], box[:, 1], "k-", lw=1.0)
     return save_fig(fig, path)
 
 

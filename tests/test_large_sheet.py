@@ -225,3 +225,58 @@ def test_min_neighbors_clean_up():
         at = st.paper_sheet(5_000, min_neighbors=k, **kw)
         cn = np.bincount(neighbor_list("i", at, 1.7), minlength=len(at))
         assert (cn.min() < 2) if k == 0 else (cn.min() >= 2)  # the lattice count agrees with ase's
+
+
+def test_read_large_extxyz_and_h5_equal_the_structure(tmp_path, monkeypatch):
+    """read_large: an extxyz frame read in blocks (several here) and an ednn .h5 record give the structure's
+    arrays (uint8 numbers); extra columns are skipped; bad files name the line and the fix."""
+    import ase.io
+
+    from ednn.data import DatasetWriter
+    from ednn.data import large_io
+    from ednn.data.large_io import read_large
+
+    monkeypatch.setattr(large_io, "_BLOCK", 97)  # many blocks, a ragged last one
+    s = large.paper_sheet(1000, seed=3)
+    s.set_array("charge", np.linspace(-1, 1, len(s)))  # an extra column between species/pos and the end
+    xyz = tmp_path / "s.extxyz"
+    ase.io.write(xyz, s, format="extxyz")
+    pos, num, cell, pbc = read_large(xyz)
+    assert num.dtype == np.uint8 and np.array_equal(num, s.numbers)
+    np.testing.assert_allclose(pos, s.positions, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(cell, s.cell[:], rtol=0, atol=1e-9)
+    assert pbc.tolist() == [True, True, False]
+    h5 = tmp_path / "s.h5"
+    with DatasetWriter(h5) as w:
+        w.append(s)
+    pos2, num2, cell2, pbc2 = read_large(h5)
+    assert np.array_equal(pos2, s.positions) and np.array_equal(num2, s.numbers) and num2.dtype == np.uint8
+    assert np.array_equal(cell2, s.cell[:]) and pbc2.tolist() == [True, True, False]
+
+    text = xyz.read_text().splitlines()
+    cases = {
+        "truncated": ("\n".join(text[:500]), "ends after 498"),
+        "columns": ("\n".join(text[:10] + [text[10] + " 1.0"] + text[11:]), "line 11: expected 5 columns"),
+        "element": ("\n".join(text[:7] + [text[7].replace(text[7].split()[0], "Xx", 1)] + text[8:]), "Xx"),
+        "lattice": ("\n".join([text[0], text[1].split("Properties")[1].join(["Properties", ""])] + text[2:]),
+                    "Lattice"),
+        "frames": ("\n".join(text + text), "more than one frame"),
+        "count": ("\n".join(["many"] + text[1:]), "line 1"),
+    }
+    for name, (body, msg) in cases.items():
+        bad = tmp_path / f"{name}.xyz"
+        bad.write_text(body + "\n")
+        with pytest.raises(InputError, match=msg):
+            read_large(bad)
+    with pytest.raises(InputError, match="extended-XYZ"):
+        read_large(_touch(tmp_path / "s.cif"))
+    with DatasetWriter(tmp_path / "two.h5") as w:
+        w.append(s)
+        w.append(s)
+    with pytest.raises(InputError, match="holds 2"):
+        read_large(tmp_path / "two.h5")
+
+
+def _touch(path):
+    path.write_text("")
+    return path

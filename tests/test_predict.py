@@ -143,6 +143,13 @@ def test_stream_predict_map_and_progress(trained):
     assert done == sorted(done) and done[-1] == n0 and all(n == n0 for _, n in seen)
     with pytest.raises(InputError, match="map_block"):
         stream_predict(model, big, map_block=0)
+    # a full-resolution window across several chunks is the energy map's window
+    win = stream_predict(model, big, rows_per_strip=7, window=(10, 20, 30, 40))
+    np.testing.assert_allclose(win["window"], full[10:40, 20:60], rtol=1e-9, atol=1e-9)
+    assert win["window_origin"] == (10, 20)
+    for bad in [(90, 0, 20, 5), (0, 0, 0, 5), (-1, 0, 5, 5)]:
+        with pytest.raises(InputError, match="window"):
+            stream_predict(model, big, window=bad)
 
 
 def test_calculator_energy_forces_and_maps(trained):
@@ -177,8 +184,14 @@ def test_cli_predict_and_evaluate(trained, tmp_path):
     big = _sheet(make_random_bcn(seed=4, reps=(12, 10)))
     one = str(tmp_path / "one.xyz")
     ase.io.write(one, big, format="extxyz")
-    assert main(["predict", str(out / "model"), one, "--map", str(tmp_path / "map"), "--regions", "2"]) == 0
+    assert main(["predict", str(out / "model"), one, "--map", str(tmp_path / "map"), "--regions", "2",
+                 "--zoom", "16"]) == 0
     summary = json.load(open(tmp_path / "map" / "summary.json"))
+    zoom = np.load(tmp_path / "map" / "energy_zoom.npy")  # the centre 16 x 16 pixels of the energy map
+    emap = model.energy_map(big, include_reference=False)
+    o0, o1 = (emap.shape[0] - 16) // 2, (emap.shape[1] - 16) // 2
+    assert summary["zoom_origin"] == [o0, o1]
+    np.testing.assert_allclose(zoom, emap[o0 : o0 + 16, o1 : o1 + 16], rtol=1e-5, atol=1e-7)
     assert summary["energy"] == pytest.approx(model.predict_energies([big])[0], rel=1e-6)
     assert len(json.load(open(tmp_path / "map" / "regions.json"))) == 4
     assert main(["predict", str(out / "model"), xyz, "--map", str(tmp_path / "map2")]) == 2

@@ -8,7 +8,7 @@
     before validation. A folder that already holds a run (a checkpoint or a
     model) is continued with ``--resume``, started afresh with ``--overwrite``,
     and otherwise refused (:func:`ednn.train.train` checks).
-``ednn predict MODEL STRUCTURES [-o out.csv] [--map DIR [--map-block PX] [--regions R]]``
+``ednn predict MODEL STRUCTURES [-o out.csv] [--map DIR [--map-block PX] [--regions R] [--zoom PX]]``
     Energies (and energy per atom) of structures in any format ase.io reads,
     or an ednn HDF5 dataset. With labels present, also the errors. With
     ``--map``, one huge 2D structure streamed with a progress bar (atoms,
@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
         parser.add_argument("--map-block", type=int, default=None, metavar="PX",
                             help="with --map: pixels per map block (default: at most 512 blocks per side)")
         parser.add_argument("--regions", type=int, default=4, help="with --map: regions per axis (default 4)")
+        parser.add_argument("--zoom", type=int, default=1024, metavar="PX",
+                            help="with --map: side of the full-resolution window at the centre drawn beside the "
+                            "map and saved as energy_zoom.npy (default 1024; 0: none)")
     elif verb == "evaluate":
         parser.add_argument("model", help="model folder (or .zip)")
         parser.add_argument("data", help="labelled dataset (.h5 or extxyz)")
@@ -121,18 +124,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _one_structure(path: str):
-    """The one structure of ``path``: an ednn .h5 record as plain arrays (no ase.Atoms copy of a huge
-    structure), or what ase.io reads."""
+    """The one structure of ``path``: an ednn .h5 record or an extended-XYZ file read in blocks into lean arrays
+    (:func:`ednn.data.large_io.read_large`: no ase.Atoms copy of a huge structure), or what ase.io reads."""
+    from ..data.large_io import read_large
     from ..train import load_structures
 
-    if str(path).endswith((".h5", ".hdf5")):
-        from ..data import Dataset
-
-        with Dataset(path) as ds:
-            if len(ds) != 1:
-                raise InputError(f"--map draws one structure's energy map; {path} holds {len(ds)} "
-                                 "(write the one you want to its own file)")
-            return (ds.positions(0), ds.numbers(0), ds.cell(0), ds.pbc(0))
+    if str(path).endswith((".h5", ".hdf5", ".xyz", ".extxyz")):
+        return read_large(path)
     structs, _ = load_structures(path, need_energy=False)
     if len(structs) != 1:
         raise InputError(f"--map draws one structure's energy map; {path} holds {len(structs)} "
@@ -148,7 +146,7 @@ def _predict_map(model, args: argparse.Namespace) -> int:
 
     backend = get_backend("auto")  # horovodrun -np K ednn predict ... --map: the ranks share the strips
     res = predict_large(model, structure, out=args.map, map_block=args.map_block, regions=args.regions,
-                        progress=True, backend=backend)
+                        progress=True, backend=backend, zoom=args.zoom or None)
     if not backend.is_chief:
         return 0
     ranks = f" on {backend.size} ranks" if backend.size > 1 else ""

@@ -197,6 +197,19 @@ class Dataset(_Base):
         """Cartesian positions (Angstrom) of record ``i``."""
         return self._f["positions"][self._rows(i)]
 
+    def structure_arrays(self, i: int, chunk: int = 1 << 20) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(positions, numbers, cell, pbc)`` of record ``i`` in lean arrays, read from disk ``chunk`` atoms at a
+        time: float64 positions and uint8 numbers (25 bytes per atom, no int64 copy), for huge structures."""
+        rows = self._rows(i)
+        n = rows.stop - rows.start
+        pos = np.empty((n, 3))
+        num = np.empty(n, dtype=np.uint8)
+        for a in range(0, n, chunk):
+            b = min(n, a + chunk)
+            self._f["positions"].read_direct(pos, np.s_[rows.start + a : rows.start + b], np.s_[a:b])
+            num[a:b] = self._f["numbers"][rows.start + a : rows.start + b]  # 1..118 fit a byte
+        return pos, num, self.cell(i), self.pbc(i)
+
     def cell(self, i: int) -> np.ndarray:
         """Cell (3, 3) of record ``i``, rows are vectors."""
         return self._cell[self._idx(i)].copy()

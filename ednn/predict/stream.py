@@ -138,7 +138,8 @@ def stream_energy(model, atoms: Any, rows_per_strip: int | None = None) -> float
 
 
 def stream_predict(model, atoms: Any, rows_per_strip: int | None = None, map_block: int | None = None,
-                   on_progress: Callable[[int, int], None] | None = None, backend: Any = None) -> dict[str, Any]:
+                   on_progress: Callable[[int, int], None] | None = None, backend: Any = None,
+                   window: tuple[int, int, int, int] | None = None) -> dict[str, Any]:
     """Total energy of a structure of any size, with a block-summed energy map and progress reports.
 
     Parameters
@@ -158,13 +159,18 @@ def stream_predict(model, atoms: Any, rows_per_strip: int | None = None, map_blo
         contiguous share of the same chunks, and the energy and the map are
         summed over ranks (every rank returns the total). The chunks do not
         depend on the number of ranks, so K ranks equal one to round-off.
+    window : (row, col, rows, cols), optional
+        Also keep the per-pixel energies of this window of a 2D image (pixels
+        ``row .. row + rows - 1`` along cell vector 1, ``col ..`` along cell
+        vector 2, inside the image): a full-resolution zoom of a huge sheet.
 
     Returns
     -------
     dict
         ``energy`` (eV, references included), ``n_rows``, and with ``map_block``:
         ``map`` (eV per block, network energies without the per-atom
-        references: what varies across the sheet) and ``map_block``.
+        references: what varies across the sheet) and ``map_block``; with
+        ``window``: ``window`` (eV per pixel, same convention) and ``window_origin``.
     """
     e = model._energy()
     p = model.pipeline.prepare(atoms)  # validated once; the strips reuse it
@@ -176,6 +182,13 @@ def stream_predict(model, atoms: Any, rows_per_strip: int | None = None, map_blo
         f = int(map_block)
         coarse = np.zeros((-(-n0 // f), -(-int(p.shape[1]) // f)))
         col_starts = np.arange(0, int(p.shape[1]), f)
+    zoom = None
+    if window is not None:
+        wr, wc, wh, ww = (int(v) for v in window)
+        if len(p.shape) != 2 or wh < 1 or ww < 1 or wr < 0 or wc < 0 or wr + wh > n0 or wc + ww > p.shape[1]:
+            raise InputError(f"window (row, col, rows, cols) = {tuple(window)} must lie inside the 2D image of "
+                             f"{tuple(p.shape)} pixels")
+        zoom = np.zeros((wh, ww))
     part = (0, 1) if backend is None else (int(backend.rank), int(backend.size))
     sums = []
     w = model.pipeline.pixel_weight(p)
@@ -187,6 +200,9 @@ def stream_predict(model, atoms: Any, rows_per_strip: int | None = None, map_blo
         if coarse is not None:
             cols = np.add.reduceat(y, col_starts, axis=1)  # (h, m2)
             np.add.at(coarse, (r0 + np.arange(len(y))) // f, cols)
+        if zoom is not None and r0 < wr + wh and r0 + len(y) > wr:
+            a, b = max(r0, wr), min(r0 + len(y), wr + wh)
+            zoom[a - wr : b - wr] = y[a - r0 : b - r0, wc : wc + ww]
         done += len(y)
         if on_progress is not None:
             on_progress(min(done, mine), mine)
@@ -195,11 +211,16 @@ def stream_predict(model, atoms: Any, rows_per_strip: int | None = None, map_blo
         total = float(np.asarray(backend.allreduce_sum(np.array([total], dtype=np.float64))).reshape(-1)[0])
         if coarse is not None:
             coarse = np.asarray(backend.allreduce_sum(coarse), dtype=np.float64)
+        if zoom is not None:  # each rank filled its own rows of the window, zeros elsewhere
+            zoom = np.asarray(backend.allreduce_sum(zoom), dtype=np.float64)
     out: dict[str, Any] = {"energy": float(e.from_network(np.array([w * total]), model.counts(p)[None])[0]),
                            "n_rows": n0}
     if coarse is not None:
         out["map"] = coarse * w * e.scale
         out["map_block"] = int(map_block)
+    if zoom is not None:
+        out["window"] = zoom * w * e.scale
+        out["window_origin"] = (wr, wc)
     return out
 
 

@@ -11,6 +11,9 @@ atoms), shows a progress bar in atoms (atoms done, atoms/s, ETA), and returns
     network energies summed over blocks of ``map_block`` x ``map_block``
     pixels (eV per block; the per-atom reference energies are left out, so the
     map shows where the sheet's energy differs: domains, pores, vacancies);
+``energy_zoom.npy``
+    per-pixel network energies of a window at the image's centre (``zoom``
+    pixels square), drawn as the map's second panel;
 ``regions.json``
     the energy of each of ``regions`` x ``regions`` regions of the image (blocks
     grouped evenly), references of the atoms in the region included, so the
@@ -73,7 +76,7 @@ def region_counts(positions: np.ndarray, numbers: np.ndarray, lattice: np.ndarra
 
 def predict_large(model: Any, structure: Any, out: str | os.PathLike | None = None, map_block: int | None = None,
                   regions: int = 4, progress: bool = True, rows_per_strip: int | None = None,
-                  title: str = "", backend: Any = None) -> dict[str, Any]:
+                  title: str = "", backend: Any = None, zoom: int | None = 1024) -> dict[str, Any]:
     """Stream the energy of one huge 2D structure with progress, a block energy map and per-region energies.
 
     Parameters
@@ -82,7 +85,8 @@ def predict_large(model: Any, structure: Any, out: str | os.PathLike | None = No
         A density-head 2D model.
     structure : ase.Atoms, (positions, numbers, cell, pbc), or an object with ``as_tuple()``
     out : path, optional
-        Folder for ``summary.json``, ``energy_map.npy``, ``energy_map.png`` and ``regions.json``.
+        Folder for ``summary.json``, ``energy_map.npy``, ``energy_map.png``, ``energy_zoom.npy`` and
+        ``regions.json``.
     map_block : int, optional
         Pixels per map block along each axis (default: the map's longer side at most 512 blocks).
     regions : int
@@ -96,12 +100,17 @@ def predict_large(model: Any, structure: Any, out: str | os.PathLike | None = No
     backend : ednn.parallel.Backend, optional
         Several ranks (``horovodrun -np K``) share the strips; every rank gets
         the totals, only rank 0 writes ``out`` and shows progress.
+    zoom : int or None
+        Side (pixels) of a square window at the centre of the image whose
+        per-pixel energies are kept too (``energy_zoom.npy``, the map's second
+        panel): the domains and pores that blocks average away. None: no zoom.
 
     Returns
     -------
     dict
         ``energy``, ``energy_per_atom``, ``n_atoms``, ``pixels``, ``seconds``, ``atoms_per_second``,
-        ``counts`` (element -> atoms), ``map`` (ndarray), ``map_block``, ``regions`` (list of dicts).
+        ``counts`` (element -> atoms), ``map`` (ndarray), ``map_block``, ``regions`` (list of dicts),
+        with ``zoom``: ``zoom`` (eV per pixel) and ``zoom_origin`` (its first pixel).
     """
     from ..predict.stream import stream_predict  # noqa: PLC0415 - TensorFlow only when predicting
 
@@ -114,6 +123,12 @@ def predict_large(model: Any, structure: Any, out: str | os.PathLike | None = No
         raise InputError(f"predict_large draws 2D energy maps; this model's grid is {len(p.shape)}D")
     if map_block is None:
         map_block = max(1, math.ceil(max(p.shape) / 512))
+    window = None
+    if zoom is not None:
+        if not isinstance(zoom, int) or zoom < 1:
+            raise InputError(f"zoom must be a window side in pixels (an integer >= 1) or None, got {zoom!r}")
+        side = [min(zoom, int(m)) for m in p.shape]
+        window = ((int(p.shape[0]) - side[0]) // 2, (int(p.shape[1]) - side[1]) // 2, side[0], side[1])
     chief = backend is None or backend.is_chief
     bar = None
     if progress and chief:
@@ -127,7 +142,7 @@ def predict_large(model: Any, structure: Any, out: str | os.PathLike | None = No
 
     t0 = time.perf_counter()
     res = stream_predict(model, p, rows_per_strip=rows_per_strip, map_block=map_block, on_progress=report,
-                         backend=backend)
+                         backend=backend, window=window)
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
@@ -157,6 +172,8 @@ def predict_large(model: Any, structure: Any, out: str | os.PathLike | None = No
               "pixels": [int(x) for x in p.shape], "seconds": seconds, "atoms_per_second": n_atoms / seconds,
               "counts": {chemical_symbols[z]: int(k) for z, k in zip(species, total_counts)},
               "map": emap, "map_block": int(map_block), "regions": region_list}
+    if window is not None:
+        result["zoom"], result["zoom_origin"] = res["window"], [int(v) for v in res["window_origin"]]
     if backend is not None and backend.size > 1:
         result["ranks"] = int(backend.size)
     if out is not None and chief:
@@ -168,15 +185,18 @@ def _write(out: Path, result: dict[str, Any], cell: np.ndarray, shape: tuple[int
     from ..plots import block_map_plot  # noqa: PLC0415
 
     out.mkdir(parents=True, exist_ok=True)
-    summary = {k: v for k, v in result.items() if k not in ("map", "regions")}
+    summary = {k: v for k, v in result.items() if k not in ("map", "regions", "zoom")}
     for name, obj in (("summary.json", summary), ("regions.json", result["regions"])):
         tmp = out / f".{name}.tmp{os.getpid()}"
         tmp.write_text(json.dumps(obj, indent=1))
         os.replace(tmp, out / name)
-    tmp = out / f".energy_map.tmp{os.getpid()}.npy"
-    np.save(tmp, result["map"])
-    os.replace(tmp, out / "energy_map.npy")
+    for name in ("map", "zoom"):
+        if name in result:
+            tmp = out / f".energy_{name}.tmp{os.getpid()}.npy"
+            np.save(tmp, result[name])
+            os.replace(tmp, out / f"energy_{name}.npy")
     block_map_plot(cell, result["map"], (int(shape[0]), int(shape[1])), result["map_block"],
                    str(out / "energy_map.png"),
                    title or f"{result['n_atoms']:,} atoms: {result['energy_per_atom']:.5f} eV/atom, "
-                   f"blocks of {result['map_block']} px")
+                   f"blocks of {result['map_block']} px", window=result.get("zoom"),
+                   window_origin=tuple(result.get("zoom_origin", (0, 0))))
