@@ -28,6 +28,7 @@ and ``scaling.png``::
 
     nice python experiments/scaling.py                    # ednn 1e4 .. 1e7, LAMMPS to 1e6, GPAW to 60 atoms
     nice python experiments/scaling.py --ednn-max 3.6e7  # + the paper's 35.2-million-atom sheet
+    nice python experiments/scaling.py --gpaw-max 800    # GPAW until a cell takes more than 20 minutes
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
 DEMO_MODEL = ROOT / "runs" / "demo" / "run" / "model"
+# graphene cells (nx, ny: 2 nx ny atoms) that GPAW and the ednn calculator both label
+GPAW_REPS = ((8, (2, 1)), (18, (3, 3)), (32, (4, 4)), (60, (5, 6)), (98, (7, 7)), (200, (10, 10)), (392, (14, 14)),
+             (800, (20, 20)))
+GPAW_SIZES = tuple(n for n, _ in GPAW_REPS)
+GPAW_LIMIT_S = 1200.0  # GPAW sizes stop after the first that takes longer than this ("feasible here": ~20 min)
 SIZES = [1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3.57e7]  # 3.57e7 sites: 35.25 million atoms after the defects
 
 
@@ -155,8 +161,7 @@ def child_gpaw(n: int) -> dict:
     from ednn.atoms import structures as st
     from ednn.atoms.labellers import get_labeller
 
-    reps = {8: (2, 1), 18: (3, 3), 32: (4, 4), 60: (5, 6), 98: (7, 7)}
-    nx, ny = reps.get(int(n), (int(round(np.sqrt(n / 2))),) * 2)
+    nx, ny = dict(GPAW_REPS).get(int(n), (int(round(np.sqrt(n / 2))),) * 2)
     at = st.graphene(nx, ny)
     at.pbc = True
     at.calc = get_labeller("gpaw").calculator()  # LCAO dzp PBE, Gamma point: energy and forces (no stress)
@@ -166,6 +171,32 @@ def child_gpaw(n: int) -> dict:
     dt = time.perf_counter() - t0
     return {"n_atoms": len(at), "seconds": dt, "atoms_per_second": len(at) / dt,
             "energy_per_atom": e / len(at), "peak_rss_mib": _rss_mib()}
+
+
+def child_ednn_small(n: int) -> dict:
+    """Energy and forces of the same small graphene cells GPAW labels, by the ednn calculator (median of 20
+    calls, each on freshly rattled positions so nothing is cached): the speed-up against DFT."""
+    from ednn.atoms import structures as st
+
+    model, what = _model()
+    reps = dict(GPAW_REPS)
+    nx, ny = reps[int(n)]
+    at = st.graphene(nx, ny)
+    at.pbc = True
+    at.calc = model.calculator()
+    rng = np.random.default_rng(0)
+    base = at.positions.copy()
+    times = []
+    for i in range(23):
+        at.positions = base + rng.normal(0, 0.01, base.shape)
+        t0 = time.perf_counter()
+        at.get_potential_energy()
+        at.get_forces()
+        if i >= 3:  # the first calls trace the graphs
+            times.append(time.perf_counter() - t0)
+    dt = float(np.median(times))
+    return {"n_atoms": len(at), "seconds": dt, "atoms_per_second": len(at) / dt, "peak_rss_mib": _rss_mib(),
+            "model": what}
 
 
 def fit_exponent(n: list[float], t: list[float]) -> tuple[float, float]:
@@ -182,12 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ednn-max", type=float, default=1e7)
     ap.add_argument("--forces-max", type=float, default=1e6)
     ap.add_argument("--lammps-max", type=float, default=1e6)
-    ap.add_argument("--gpaw-max", type=float, default=60)
+    ap.add_argument("--gpaw-max", type=float, default=60, help="largest GPAW cell (atoms; up to 800)")
     ap.add_argument("--out", default=str(RESULTS / "scaling.json"))
     args = ap.parse_args(argv)
     if args.child:
         what, n = args.child[0], int(float(args.child[1]))
         res = {"ednn": lambda: child_ednn(n, args.map_out), "ednn_forces": lambda: child_ednn_forces(n),
+               "ednn_small": lambda: child_ednn_small(n),
                "lammps": lambda: child_lammps(n), "gpaw": lambda: child_gpaw(n)}[what]()
         print("RESULT " + json.dumps(res), flush=True)
         return 0
@@ -198,10 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     plan = [("ednn", n) for n in SIZES if n <= args.ednn_max]
     plan += [("ednn_forces", n) for n in (1e4, 1e5, 1e6) if n <= args.forces_max]
     plan += [("lammps", n) for n in (1e3, 1e4, 1e5, 1e6) if n <= args.lammps_max]
-    plan += [("gpaw", n) for n in (8, 18, 32, 60, 98) if n <= args.gpaw_max]
+    plan += [("gpaw", n) for n in GPAW_SIZES if n <= args.gpaw_max]
+    plan += [("ednn_small", n) for n in GPAW_SIZES if n <= args.gpaw_max]
     for what, n in plan:
         key = f"{n:.3g}"
         if key in data.get(what, {}):
+            continue
+        if what == "gpaw" and any(r["seconds"] > GPAW_LIMIT_S for r in data.get("gpaw", {}).values()):
+            print(f"gpaw N={n:.3g}: skipped, a smaller cell already took more than {GPAW_LIMIT_S:.0f} s", flush=True)
             continue
         cmd = [sys.executable, __file__, "--child", what, str(n)]
         if what == "ednn" and n >= 3e7:
@@ -245,6 +281,21 @@ def main(argv: list[str] | None = None) -> int:
             "network_atoms_per_second": big["n_atoms"] / big["network_s"],
             "raster_atoms_per_second": big["n_atoms"] / big["raster_s"],
             "fraction_of_network_limit": big["atoms_per_second"] / 320000.0}
+    g, sm = data.get("gpaw", {}), data.get("ednn_small", {})
+    if g:
+        summary["gpaw_vs_ednn"] = {k: {"n_atoms": g[k]["n_atoms"], "gpaw_s": g[k]["seconds"],
+                                       "ednn_s": sm[k]["seconds"], "speedup": g[k]["seconds"] / sm[k]["seconds"]}
+                                   for k in g if k in sm}
+        ok = [r for r in g.values() if r["seconds"] <= GPAW_LIMIT_S]
+        summary["gpaw_largest_within_limit"] = {"limit_s": GPAW_LIMIT_S,
+                                                "n_atoms": max(r["n_atoms"] for r in ok) if ok else None,
+                                                "first_over_limit": min((r["n_atoms"] for r in g.values()
+                                                                         if r["seconds"] > GPAW_LIMIT_S), default=None)}
+    lm, ef = data.get("lammps", {}).get("1e+06"), data.get("ednn_forces", {}).get("1e+06")
+    if lm and e:
+        summary["ednn_vs_lammps_1e6"] = {"lammps_atoms_per_second": lm["atoms_per_second"],
+                                         "ednn_energy_atoms_per_second": near(1e6)["atoms_per_second"],
+                                         "ednn_energy_forces_atoms_per_second": ef["atoms_per_second"] if ef else None}
     data["summary"] = summary
     out.write_text(json.dumps(data, indent=1))
     print(json.dumps(summary, indent=1))
@@ -259,7 +310,8 @@ def _plot(data: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.3))
-    for what, style in (("ednn", "o-"), ("ednn_forces", "D-"), ("lammps", "s-"), ("gpaw", "^-")):
+    for what, style in (("ednn", "o-"), ("ednn_forces", "D-"), ("ednn_small", "v-"), ("lammps", "s-"),
+                        ("gpaw", "^-")):
         rows = sorted(data.get(what, {}).values(), key=lambda r: r["n_atoms"])
         if not rows:
             continue
@@ -270,6 +322,25 @@ def _plot(data: dict, path: Path) -> None:
         ax[0].loglog(n, t, style, label=label)
         ax[1].loglog(n, n / t, style, label=what)
         ax[2].loglog(n, [r["peak_rss_mib"] for r in rows], style, label=what)
+    sm = data.get("summary", {})
+    notes = []
+    if sm.get("gpaw_vs_ednn"):
+        k = max(sm["gpaw_vs_ednn"], key=lambda k: sm["gpaw_vs_ednn"][k]["n_atoms"] if sm["gpaw_vs_ednn"][k]["n_atoms"]
+                <= 60 else -1)
+        r = sm["gpaw_vs_ednn"][k]
+        notes.append(f"{r['n_atoms']} atoms: GPAW {r['gpaw_s']:.1f} s, ednn {1000 * r['ednn_s']:.1f} ms "
+                     f"({r['speedup']:,.0f}x)")
+    lim = sm.get("gpaw_largest_within_limit")
+    if lim and lim["n_atoms"]:
+        over = lim["first_over_limit"]
+        notes.append(f"GPAW within {lim['limit_s'] / 60:.0f} min: {lim['n_atoms']} atoms"
+                     + (f" ({over} atoms: longer)" if over else " (largest tried)"))
+    vs = sm.get("ednn_vs_lammps_1e6")
+    if vs:
+        notes.append(f"1e6 atoms: ednn {vs['ednn_energy_atoms_per_second']:,.0f} atoms/s (energy), LAMMPS "
+                     f"{vs['lammps_atoms_per_second']:,.0f} (energy + forces)")
+    if notes:
+        ax[0].text(0.02, 0.98, "\n".join(notes), transform=ax[0].transAxes, va="top", fontsize=7)
     ax[0].set(xlabel="atoms", ylabel="seconds", title="time (energy; LAMMPS and GPAW with forces)")
     ax[1].set(xlabel="atoms", ylabel="atoms / s", title="throughput")
     ax[2].set(xlabel="atoms", ylabel="MiB", title="peak RSS (structure included)")

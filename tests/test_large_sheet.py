@@ -232,8 +232,7 @@ def test_read_large_extxyz_and_h5_equal_the_structure(tmp_path, monkeypatch):
     arrays (uint8 numbers); extra columns are skipped; bad files name the line and the fix."""
     import ase.io
 
-    from ednn.data import DatasetWriter
-    from ednn.data import large_io
+    from ednn.data import DatasetWriter, large_io
     from ednn.data.large_io import read_large
 
     monkeypatch.setattr(large_io, "_BLOCK", 97)  # many blocks, a ragged last one

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from typing import Any
 
 import numpy as np
 from ase.data import atomic_numbers
