@@ -184,8 +184,11 @@ def test_cli_predict_and_evaluate(trained, tmp_path):
     big = _sheet(make_random_bcn(seed=4, reps=(12, 10)))
     one = str(tmp_path / "one.xyz")
     ase.io.write(one, big, format="extxyz")
+    # the training sheets were flat, this one is rattled in z: outside the training domain, so --force
+    assert main(["predict", str(out / "model"), one, "--map", str(tmp_path / "map0")]) == 2
+    assert not (tmp_path / "map0").exists()
     assert main(["predict", str(out / "model"), one, "--map", str(tmp_path / "map"), "--regions", "2",
-                 "--zoom", "16"]) == 0
+                 "--zoom", "16", "--force"]) == 0
     summary = json.load(open(tmp_path / "map" / "summary.json"))
     zoom = np.load(tmp_path / "map" / "energy_zoom.npy")  # the centre 16 x 16 pixels of the energy map
     emap = model.energy_map(big, include_reference=False)
@@ -198,7 +201,8 @@ def test_cli_predict_and_evaluate(trained, tmp_path):
     one_h5 = str(tmp_path / "one.h5")  # an ednn record is read as plain arrays: the same result
     with DatasetWriter(one_h5) as w:
         w.append(big)
-    assert main(["predict", str(out / "model"), one_h5, "--map", str(tmp_path / "map3"), "--regions", "2"]) == 0
+    assert main(["predict", str(out / "model"), one_h5, "--map", str(tmp_path / "map3"), "--regions", "2",
+                 "--force"]) == 0
     assert json.load(open(tmp_path / "map3" / "summary.json"))["energy"] == pytest.approx(summary["energy"], rel=1e-9)
     h5 = str(tmp_path / "d.h5")
     with DatasetWriter(h5, metadata={"labeller": {"name": "toy"}}) as w:

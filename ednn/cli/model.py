@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
         parser.add_argument("--map-block", type=int, default=None, metavar="PX",
                             help="with --map: pixels per map block (default: at most 512 blocks per side)")
         parser.add_argument("--regions", type=int, default=4, help="with --map: regions per axis (default 4)")
+        parser.add_argument("--force", action="store_true",
+                            help="predict structures outside the model's training domain (species, layers, heights, "
+                            "density, neighbour distances) instead of stopping; overlapping atoms still stop")
         parser.add_argument("--zoom", type=int, default=1024, metavar="PX",
                             help="with --map: side of the full-resolution window at the centre drawn beside the "
                             "map and saved as energy_zoom.npy (default 1024; 0: none)")
@@ -138,11 +141,27 @@ def _one_structure(path: str):
     return structs[0]
 
 
+def _check_domain(model, structs, force: bool) -> None:
+    """Stop (InputError) on structures outside the model's training domain unless ``force``; then just say so."""
+    outside = []
+    for i, s in enumerate(structs):
+        for kind, msg in model.check_domain(s):  # overlapping or detached atoms raise here, forced or not
+            outside.append(f"structure {i}: {msg}")
+    if not outside:
+        return
+    listing = "\n  ".join(outside[:10]) + (f"\n  ... and {len(outside) - 10} more" if len(outside) > 10 else "")
+    if not force:
+        raise InputError(f"outside the model's training domain (its predictions there are extrapolations):\n  "
+                         f"{listing}\npass --force to predict anyway")
+    print(f"warning: predicting outside the model's training domain (--force):\n  {listing}", file=sys.stderr)
+
+
 def _predict_map(model, args: argparse.Namespace) -> int:
     from ..parallel import get_backend
     from ..workflows.large import predict_large
 
     structure = _one_structure(args.structures)
+    _check_domain(model, [structure], args.force)
 
     backend = get_backend("auto")  # horovodrun -np K ednn predict ... --map: the ranks share the strips
     res = predict_large(model, structure, out=args.map, map_block=args.map_block, regions=args.regions,
@@ -164,6 +183,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.map:
         return _predict_map(model, args)
     structs, E = load_structures(args.structures, need_energy=False)
+    _check_domain(model, structs, args.force)
     t0 = time.time()
     pred = model.predict_energies(structs)
     dt = time.time() - t0

@@ -20,7 +20,10 @@ Properties (ASE conventions, eV and Angstrom):
     each pixel's energy to the nearest atom), summing to the energy.
 
 When forces or stress are asked, the energy comes from the same compiled call
-(computed once). Extras with ``maps=True``: ``energy_map`` (per pixel, eV) and
+(computed once). Each structure is checked against the model's domain of
+applicability (:mod:`ednn.predict.domain`): outside it, a ``DomainWarning``
+once per kind of problem; overlapping atoms or an atom far from the sheet
+raise ``InputError``. Extras with ``maps=True``: ``energy_map`` (per pixel, eV) and
 ``tile_energies``.
 """
 
@@ -128,6 +131,8 @@ class EDNNCalculator(Calculator):
         self.maps = maps
         self._compiled: dict[bytes, Any] = {}
         self._seen: dict[bytes, int] = {}
+        self._domain = model.domain if getattr(model, "grid", None) is not None else None
+        self._domain_seen: set[str] = set()
 
     def gradients(self, atoms) -> tuple[float, np.ndarray, np.ndarray]:
         """``(E, dE/dpositions (N, 3), dE/dstrain (3, 3))`` through one compiled call.
@@ -184,6 +189,8 @@ class EDNNCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         a = self.atoms
+        if self._domain is not None:  # outside the training domain: a DomainWarning per kind of problem, once
+            self._domain.warn(a, self._domain_seen, stacklevel=4)
         if "forces" in properties and "stress" not in properties and self.model._huge(a):
             # a huge sheet: energy and forces streamed chunk by chunk with flat memory (MD of 10^6 atoms)
             from .stream_forces import stream_forces  # noqa: PLC0415

@@ -389,6 +389,22 @@ class EnergyModel:
         """An ASE calculator: energy, free_energy, forces, stress, per-atom energies (and maps)."""
         return EDNNCalculator(self, **kw)
 
+    @property
+    def domain(self):
+        """The :class:`~ednn.predict.domain.Domain` recorded at training (None for models saved without one)."""
+        d = self.meta.get("domain")
+        if d is None:
+            return None
+        from .domain import Domain  # noqa: PLC0415
+
+        return Domain.from_dict(d)
+
+    def check_domain(self, atoms: Any) -> list[tuple[str, str]]:
+        """``(kind, message)`` for each way ``atoms`` lies outside the training domain ([] inside or without a
+        recorded domain); raises InputError for overlapping atoms and atoms far from the sheet."""
+        dom = self.domain
+        return [] if dom is None else dom.check(atoms)
+
     def save(self, path: str) -> str:
         """Write the model folder or ``.zip`` (see :mod:`ednn.predict.artifact`)."""
         return save_model(self, path)

@@ -204,6 +204,10 @@ def train(config: str | dict[str, Any] | None = None, resume: bool = False, stru
             _atomic_write_text(os.path.join(out, "split.json"), json.dumps(split))
     fit(model, ts, vs, t, seed=cfg["seed"], out=out, resume=resume, callbacks=callbacks, backend=backend)
     model.meta.update({"train_config": cfg, "n_train": len(ts), "n_val": len(vs) if vs else 0})
+    if model.grid is not None and backend.is_chief:  # what the model saw: checked when it predicts
+        from ..predict.domain import Domain  # noqa: PLC0415
+
+        model.meta["domain"] = Domain.from_structures(pick(structures, tr_idx), model.dim).to_dict()
     if backend.is_chief:
         model.save(os.path.join(out, "model"))
     backend.barrier()
