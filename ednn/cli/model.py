@@ -145,7 +145,7 @@ def _check_domain(model, structs, force: bool) -> None:
     """Stop (InputError) on structures outside the model's training domain unless ``force``; then just say so."""
     outside = []
     for i, s in enumerate(structs):
-        for kind, msg in model.check_domain(s):  # overlapping or detached atoms raise here, forced or not
+        for _kind, msg in model.check_domain(s):  # overlapping or detached atoms raise here, forced or not
             outside.append(f"structure {i}: {msg}")
     if not outside:
         return
