@@ -119,6 +119,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         "max_time_s": (None, _OPT_NUM, None, _POS),
         "threads": (None, _OPT_INT, None, _ONE_UP),
         "bucket": (8, (int,), None, _ONE_UP),
+        # every epoch, each training structure in a random equivalent description (ednn.image.describe):
+        # "translate" a random origin, "cell" also a random basis of its lattice; "none" the data as given
+        "augment": ("none", (str,), ("none", "translate", "cell"), None),
         "deterministic": (True, (bool,), None, None),
     },
 }

@@ -151,3 +151,55 @@ def test_graphene_in_a_hexagonal_cell_is_inside_a_rattled_graphene_domain():
         train.append(a)
     dom = Domain.from_structures(train, 2)
     assert dom.check(_sheet(make_graphene().repeat((5, 5, 1)))) == []
+
+
+def test_redescribe_is_the_same_structure_in_another_cell():
+    """train.augment's redescriptions: same atoms (order, numbers, distances), same lattice, another basis."""
+    from ednn.image.describe import BASES, redescribe
+
+    at = _sheet(make_random_bcn(seed=60, reps=(4, 3)))
+    rng = np.random.default_rng(1)
+    seen_cells = set()
+    d0 = np.sort(at.get_all_distances(mic=True).ravel())
+    for _ in range(12):
+        b = redescribe(at, rng, "cell", dim=2)
+        assert np.array_equal(b.numbers, at.numbers)
+        P = np.linalg.solve(at.cell[:2, :2].T, b.cell[:2, :2].T).T  # new = P @ old
+        assert np.allclose(P, np.rint(P), atol=1e-9) and abs(round(abs(np.linalg.det(P)))) == 1
+        assert any(np.array_equal(np.rint(P).astype(int), m) for m in BASES)
+        np.testing.assert_allclose(np.sort(b.get_all_distances(mic=True).ravel()), d0, atol=1e-9)
+        f = np.linalg.solve(b.cell[:].T, b.positions.T).T
+        assert np.all(f[:, :2] >= -1e-12) and np.all(f[:, :2] < 1 + 1e-12)  # wrapped into the new cell
+        seen_cells.add(tuple(np.rint(P).astype(int).ravel()))
+    assert len(seen_cells) >= 4
+    t = redescribe(at, np.random.default_rng(2), "translate", dim=2)
+    assert np.array_equal(t.cell[:], at.cell[:])
+    np.testing.assert_allclose(np.sort(t.get_all_distances(mic=True).ravel()), d0, atol=1e-9)
+
+
+def test_training_with_augmentation_redescribes_every_epoch(tmp_path):
+    from ednn.errors import ConfigError
+    from ednn.train import train
+    from ednn.train.sets import structures_to_set
+
+    structs = _train_set(8)
+    E = np.array([-7.5 * len(a) for a in structs])
+    cfg = {"out": str(tmp_path / "run"), "seed": 0,
+           "grid": {"species": ["B", "C", "N"], "spacing": 2.46 / 5, "sigma": 0.5, "heights": 0},
+           "model": {"layers": 2, "filters": 4, "readout": [4]}, "data": {"val_fraction": 0.25},
+           "train": {"epochs": 2, "batch_size": 4, "progress": False, "augment": "cell"}}
+    model = train(cfg, structures=structs, energies=E)
+    log = json.load(open(tmp_path / "run" / "log.json"))
+    assert len(log) == 2 and all(np.isfinite(r["loss"]) for r in log)
+    ts = structures_to_set(model, structs[:3], E[:3])
+    ts.redescribe(model, 0, 5, "cell")
+    a = [x.copy() for x, _ in ts.inputs]
+    ts.redescribe(model, 0, 5, "cell")
+    assert all(np.array_equal(x, y) for x, (y, _) in zip(a, ts.inputs, strict=True))  # deterministic
+    ts.redescribe(model, 1, 5, "cell")
+    assert any(x.shape != y.shape or not np.array_equal(x, y) for x, (y, _) in zip(a, ts.inputs, strict=True))
+    bad = json.loads(json.dumps(cfg))
+    bad["train"]["augment"] = "rotate"
+    bad["out"] = str(tmp_path / "bad")
+    with pytest.raises(ConfigError, match="augment"):
+        train(bad, structures=structs, energies=E)

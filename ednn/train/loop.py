@@ -80,6 +80,16 @@ def fit(model: EnergyModel, train_set: TrainSet, val_set: TrainSet | None = None
     backend.local_batch_size(cfg["batch_size"])  # ConfigError unless the global batch splits evenly over ranks
     if len(train_set) == 0:
         raise DatasetError("the training set is empty")
+    augment = cfg.get("augment", "none")
+    if augment != "none":
+        if model.head != "density" or model.grid is None:
+            raise ConfigError(f"train.augment: {augment} needs the density head and a grid (new descriptions change "
+                              "the image size, which dense-head tiles and image-mode data cannot follow)")
+        if train_set.fields:
+            raise ConfigError(f"train.augment: {augment} with per-voxel targets: their labels lie on the given "
+                              "cell's grid; train them with augment: none")
+        if train_set.structures is None:
+            raise ConfigError("train.augment needs a training set built from structures (structures_to_set)")
     if model.energy_output is not None and not train_set.has_energy:
         raise DatasetError("the model predicts an energy but the training set has none; label the dataset or "
                            "train on per-voxel targets only (data.targets without 'energy')")
@@ -144,6 +154,8 @@ def fit(model: EnergyModel, train_set: TrainSet, val_set: TrainSet | None = None
         t0 = time.time()
         for cb in cbs:
             cb.on_epoch_begin(epoch)
+        if augment != "none":  # the structures in new equivalent descriptions, the same on every rank
+            train_set.redescribe(model, epoch, seed, augment)
         tot_loss = tot_abs = 0.0
         cnt = 0
         tr.force_abs = tr.force_count = 0.0

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..data import Dataset
-from ..errors import DatasetError, InputError
+from ..errors import ConfigError, DatasetError, InputError
 from ..predict.model import EnergyModel
 
 __all__ = ["TrainSet", "structures_to_set", "images_to_set", "load_structures", "load_forces", "load_targets"]
@@ -54,6 +54,7 @@ class TrainSet:
         self.n_atoms = np.asarray(n_atoms, dtype=np.float64)
         self.forces = None if forces is None else list(forces)
         self.force_inputs = None if force_inputs is None else list(force_inputs)
+        self.structures: list[Any] | None = None  # set by structures_to_set: what augmentation redescribes
         if (self.forces is None) != (self.force_inputs is None):
             raise InputError("forces and force_inputs go together (use structures_to_set(..., forces=...))")
         if self.forces is not None and not (len(self.forces) == len(self.force_inputs) == len(self.inputs)):
@@ -67,6 +68,21 @@ class TrainSet:
     def __len__(self) -> int:
         return len(self.inputs)
 
+    def redescribe(self, model: EnergyModel, epoch: int, seed: int, mode: str) -> None:
+        """Replace every sample's inputs by those of a random equivalent description of its structure
+        (:func:`ednn.image.describe.redescribe`; the same on every rank: seeded by seed, epoch and sample)."""
+        from ..image.describe import redescribe  # noqa: PLC0415
+
+        if self.structures is None:
+            raise ConfigError("augmentation needs the training structures (a set built by structures_to_set)")
+        for i, a in enumerate(self.structures):
+            b = redescribe(a, np.random.default_rng([int(seed), int(epoch), i, 7]), mode, model.dim)
+            img, w = model.image(b)
+            self.inputs[i] = model.network_input(img, w)
+            if self.force_inputs is not None:
+                self.force_inputs[i] = (np.asarray(b.positions, dtype=np.float32), model.energy_tf_inputs(b))
+        self.sizes = np.array([int(np.prod(x.shape[:-1])) * (len(x) if x.ndim > 3 else 1) for x, _ in self.inputs])
+
     @property
     def has_forces(self) -> bool:
         return self.forces is not None
@@ -76,8 +92,11 @@ class TrainSet:
         f = None if self.forces is None else [self.forces[i] for i in idx]
         fi = None if self.force_inputs is None else [self.force_inputs[i] for i in idx]
         fields = {k: [v[i] for i in idx] for k, v in self.fields.items()}
-        return TrainSet([self.inputs[i] for i in idx], self.energies[idx] if self.has_energy else None,
-                        self.counts[idx], self.n_atoms[idx], f, fi, fields)
+        out = TrainSet([self.inputs[i] for i in idx], self.energies[idx] if self.has_energy else None,
+                       self.counts[idx], self.n_atoms[idx], f, fi, fields)
+        if self.structures is not None:
+            out.structures = [self.structures[i] for i in idx]
+        return out
 
 
 def structures_to_set(model: EnergyModel, structures: Sequence[Any], energies: Sequence[float] | None = None,
@@ -130,7 +149,9 @@ def structures_to_set(model: EnergyModel, structures: Sequence[Any], energies: S
         for k in fields:
             labels[k].append(model.fields[k].check(fields[k][i], img.shape[:-1], where=f"structure {i}: "))
     if forces is None:
-        return TrainSet(inputs, energies, counts, n, fields=labels)
+        ts = TrainSet(inputs, energies, counts, n, fields=labels)
+        ts.structures = list(structures)
+        return ts
     if len(forces) != len(structures):
         raise InputError(f"{len(structures)} structures but {len(forces)} force arrays")
     f_list, f_inputs = [], []
@@ -142,7 +163,9 @@ def structures_to_set(model: EnergyModel, structures: Sequence[Any], energies: S
                                f"{pos.shape}, or not finite; training on forces needs them for every structure")
         f_list.append(f)
         f_inputs.append((pos, model.energy_tf_inputs(a)))
-    return TrainSet(inputs, energies, counts, n, f_list, f_inputs, labels)
+    ts = TrainSet(inputs, energies, counts, n, f_list, f_inputs, labels)
+    ts.structures = list(structures)
+    return ts
 
 
 class _Nums:
