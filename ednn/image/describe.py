@@ -44,7 +44,7 @@ def redescribe(atoms: Any, rng: np.random.Generator, mode: str = "cell", dim: in
 
     Parameters
     ----------
-    atoms : ase.Atoms
+    atoms : ase.Atoms or (positions, numbers, cell, pbc)
     rng : numpy Generator
     mode : "translate" (a random origin) or "cell" (a random origin and a random basis from :data:`BASES`
         whose cell angle stays within 40..140 degrees; 2D grids only, 3D: the origin only)
@@ -52,7 +52,15 @@ def redescribe(atoms: Any, rng: np.random.Generator, mode: str = "cell", dim: in
     """
     if mode not in AUGMENT_MODES or mode == "none":
         raise ConfigError(f"augment must be one of {list(AUGMENT_MODES[1:])} here, got {mode!r}")
-    at = atoms.copy()
+    if hasattr(atoms, "copy") and hasattr(atoms, "cell"):
+        at = atoms.copy()
+    else:  # (positions, numbers, cell, pbc), as datasets give them
+        from ase import Atoms  # noqa: PLC0415
+
+        from .raster import _structure_arrays  # noqa: PLC0415
+
+        pos, num, cell, pbc = _structure_arrays(atoms)
+        at = Atoms(numbers=np.asarray(num, dtype=np.int64), positions=pos, cell=cell, pbc=pbc)
     cell = np.asarray(at.cell[:], dtype=np.float64)
     frac_shift = np.zeros(3)
     frac_shift[:dim] = rng.random(dim)
