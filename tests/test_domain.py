@@ -132,6 +132,21 @@ def test_trained_model_records_its_domain_and_the_calculator_warns_once(tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("error", DomainWarning)
         ok.get_potential_energy()
+    # forces of an energy-only model: said plainly, once per calculator; not for a model trained on forces
+    from ednn.predict.calculator import ForcesNotTrainedWarning
+
+    ok.calc = model.calculator()
+    with pytest.warns(ForcesNotTrainedWarning, match="energies only"):
+        ok.get_forces()
+    ok.positions[0, 0] += 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ForcesNotTrainedWarning)
+        ok.get_forces()
+    model.meta["train_config"]["train"]["force_weight"] = 5.0
+    ok.calc = model.calculator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ForcesNotTrainedWarning)
+        ok.get_forces()
     # the CLI stops outside the domain unless --force
     import ase.io
 

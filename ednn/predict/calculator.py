@@ -36,7 +36,20 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ..errors import InputError
 
-__all__ = ["EDNNCalculator", "generic_gradient_function", "input_signature", "voigt_stress"]
+__all__ = ["EDNNCalculator", "ForcesNotTrainedWarning", "generic_gradient_function", "input_signature",
+           "voigt_stress"]
+
+
+class ForcesNotTrainedWarning(UserWarning):
+    """Forces asked of a model whose training never fitted forces (train.force_weight 0)."""
+
+
+def _trained_on_forces(model) -> bool | None:
+    """Whether the model's training fitted forces (None: unknown, e.g. a model saved without its config)."""
+    cfg = (getattr(model, "meta", None) or {}).get("train_config")
+    if not isinstance(cfg, dict):
+        return None
+    return float((cfg.get("train") or {}).get("force_weight", 0.0) or 0.0) > 0.0
 
 _VARIABLE = frozenset({"offsets", "offsets_cart", "weights", "channels"})  # leading axis: any size
 
@@ -133,6 +146,7 @@ class EDNNCalculator(Calculator):
         self._seen: dict[bytes, int] = {}
         self._domain = model.domain if getattr(model, "grid", None) is not None else None
         self._domain_seen: set[str] = set()
+        self._warn_forces = _trained_on_forces(model) is False
 
     def gradients(self, atoms) -> tuple[float, np.ndarray, np.ndarray]:
         """``(E, dE/dpositions (N, 3), dE/dstrain (3, 3))`` through one compiled call.
@@ -191,6 +205,14 @@ class EDNNCalculator(Calculator):
         a = self.atoms
         if self._domain is not None:  # outside the training domain: a DomainWarning per kind of problem, once
             self._domain.warn(a, self._domain_seen, stacklevel=4)
+        if self._warn_forces and ("forces" in properties or "stress" in properties):
+            import warnings  # noqa: PLC0415
+
+            warnings.warn(ForcesNotTrainedWarning(
+                "this model was trained on energies only (train.force_weight 0): its forces and stress are "
+                "derivatives of an energy fitted without them and can be far off (the make-demo model's: ~1.8 eV/A "
+                "against Tersoff); for dynamics or relaxations train with train.force_weight > 0"), stacklevel=4)
+            self._warn_forces = False  # once per calculator
         if "forces" in properties and "stress" not in properties and self.model._huge(a):
             # a huge sheet: energy and forces streamed chunk by chunk with flat memory (MD of 10^6 atoms)
             from .stream_forces import stream_forces  # noqa: PLC0415
