@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
     """Arguments of ``verb`` (train, predict, evaluate, demo)."""
     if verb == "train":
         parser.add_argument("config", help="JSON/YAML config file (keys and defaults below)")
+        parser.add_argument("--ensemble", type=int, default=0, metavar="K",
+                            help="train K members (seeds seed .. seed+K-1, same data and split) into out/member_k "
+                            "and write out/ensemble.json: predictions with an uncertainty (the members' spread)")
         again = parser.add_mutually_exclusive_group()
         again.add_argument("--resume", action="store_true",
                            help="continue the run in the config's out folder from its checkpoint")
@@ -116,6 +119,8 @@ def _train(args: argparse.Namespace) -> int:
     from ..train import train
 
     cfg = load_config(args.config, overrides=overrides(args))  # overrides checked like the file's values
+    if args.ensemble:
+        return _train_ensemble(cfg, args)
     train(cfg, resume=args.resume, overwrite=args.overwrite)  # refuses to start over a run unless --overwrite
     if not get_backend(cfg["train"]["backend"]).is_chief:
         return 0  # under Horovod only rank 0 writes plots and reports
@@ -123,6 +128,39 @@ def _train(args: argparse.Namespace) -> int:
     if os.path.exists(log):
         learning_curve(log, os.path.join(cfg["out"], f"learning_curve.{args.format}"))
     print(f"model saved to {os.path.join(cfg['out'], 'model')}")
+    return 0
+
+
+def _train_ensemble(cfg: dict, args: argparse.Namespace) -> int:
+    """K members in out/member_k (seeds seed .. seed + K - 1, the same data split), then out/ensemble.json.
+
+    A rerun after an interruption keeps the finished members and resumes the unfinished one."""
+    import copy
+
+    from ..parallel import get_backend
+    from ..predict.ensemble import _write_manifest
+    from ..train import train
+
+    k_members = int(args.ensemble)
+    if k_members < 2:
+        raise InputError(f"--ensemble needs at least 2 members, got {k_members}")
+    out = cfg["out"]
+    names = []
+    for k in range(k_members):
+        ck = copy.deepcopy(cfg)
+        ck["seed"] = int(cfg["seed"]) + k
+        ck["out"] = os.path.join(out, f"member_{k}")
+        names.append(f"member_{k}/model")
+        done = os.path.exists(os.path.join(ck["out"], "model", "config.json"))
+        if done and not args.overwrite:
+            print(f"member {k}: finished earlier, kept ({ck['out']})", file=sys.stderr)
+            continue
+        resume = args.resume or (not args.overwrite and os.path.exists(os.path.join(ck["out"], "checkpoint.npz")))
+        print(f"member {k} of {k_members}: seed {ck['seed']} -> {ck['out']}", file=sys.stderr)
+        train(ck, resume=resume, overwrite=args.overwrite)
+    if get_backend(cfg["train"]["backend"]).is_chief:
+        _write_manifest(out, names)
+        print(f"ensemble of {k_members} saved to {out} (ednn.load it; predict_energy(atoms, return_std=True))")
     return 0
 
 
@@ -158,8 +196,12 @@ def _check_domain(model, structs, force: bool) -> None:
 
 def _predict_map(model, args: argparse.Namespace) -> int:
     from ..parallel import get_backend
+    from ..predict.ensemble import Ensemble
     from ..workflows.large import predict_large
 
+    if isinstance(model, Ensemble):
+        raise InputError(f"--map streams one model; give one member of the ensemble (e.g. "
+                         f"{os.path.join(args.model, 'member_0', 'model')})")
     structure = _one_structure(args.structures)
     _check_domain(model, [structure], args.force)
 
@@ -185,12 +227,19 @@ def _predict(args: argparse.Namespace) -> int:
     structs, E = load_structures(args.structures, need_energy=False)
     _check_domain(model, structs, args.force)
     t0 = time.time()
-    pred = model.predict_energies(structs)
+    from ..predict.ensemble import Ensemble
+
+    std = None
+    if isinstance(model, Ensemble):
+        pred, std = model.predict_energies(structs, return_std=True)
+    else:
+        pred = model.predict_energies(structs)
     dt = time.time() - t0
     n = np.array([n_atoms(s) for s in structs])
-    lines = ["index,n_atoms,energy_eV,energy_per_atom_eV" + (",reference_eV,error_meV_per_atom" if E is not None else "")]
+    lines = ["index,n_atoms,energy_eV,energy_per_atom_eV" + (",energy_std_eV" if std is not None else "")
+             + (",reference_eV,error_meV_per_atom" if E is not None else "")]
     for i in range(len(structs)):
-        row = f"{i},{n[i]},{pred[i]:.8f},{pred[i] / n[i]:.8f}"
+        row = f"{i},{n[i]},{pred[i]:.8f},{pred[i] / n[i]:.8f}" + (f",{std[i]:.8f}" if std is not None else "")
         if E is not None:
             row += f",{E[i]:.8f},{1000 * (pred[i] - E[i]) / n[i]:.4f}"
         lines.append(row)

@@ -236,8 +236,11 @@ class EnergyModel:
             out[small] = self._energy().from_network(self._net_sums(inputs, batch_size), counts)
         return out
 
-    def predict_energy(self, atoms: Any) -> float:
-        """Total energy (eV) of one structure of any size."""
+    def predict_energy(self, atoms: Any, return_std: bool = False) -> float:
+        """Total energy (eV) of one structure of any size (``return_std`` needs an ensemble)."""
+        if return_std:
+            raise ModelError("one model has no spread to give an uncertainty: train an ensemble "
+                             "(`ednn train CONFIG --ensemble 4`) and ednn.load its folder")
         return float(self.predict_energies([atoms])[0])
 
     def predict_sets(self, ts, batch_size: int = 32) -> np.ndarray:
@@ -458,14 +461,21 @@ def _pixels(atoms: Any, grid: GridSpec) -> tuple[int, ...]:
 
 
 def load(path: str) -> EnergyModel:
-    """Load a model folder (or zip) written by :meth:`EnergyModel.save`.
+    """Load a model folder (or zip) written by :meth:`EnergyModel.save`, or an ensemble folder.
 
     Returns
     -------
-    EnergyModel
+    EnergyModel or ednn.predict.ensemble.Ensemble
         With ``predict_energy(atoms)``, ``predict_field``, ``energy_map``,
-        ``atom_energies`` and ``calculator()``.
+        ``atom_energies`` and ``calculator()``; an ensemble folder
+        (``ensemble.json``, from ``ednn train --ensemble K``) gives an
+        :class:`~ednn.predict.ensemble.Ensemble` (``predict_energy(atoms,
+        return_std=True)``, ``calculator()`` with ``energy_std``).
     """
+    from .ensemble import is_ensemble, load_ensemble  # noqa: PLC0415
+
+    if is_ensemble(str(path)):  # a folder written by `ednn train --ensemble K`
+        return load_ensemble(str(path))
     with read_model(path) as (cfg, weights):
         grid = GridSpec.from_dict(cfg["grid"]) if cfg["grid"] is not None else None
         tile_size = grid.tile_size if grid is not None else None
