@@ -295,6 +295,13 @@ def main(argv: list[str] | None = None) -> int:
                                        "ednn_s": sm[k]["seconds"], "speedup": g[k]["seconds"] / sm[k]["seconds"]}
                                    for k in g if k in sm and not g[k].get("timed_out")}
         ok = [r for r in g.values() if r["seconds"] <= GPAW_LIMIT_S]
+        fin = sorted((r for r in g.values() if not r.get("timed_out")), key=lambda r: r["n_atoms"])
+        if len(fin) >= 2:  # the trend of the two largest cells, continued to the next size tried
+            b, _ = fit_exponent([r["n_atoms"] for r in fin[-2:]], [r["seconds"] for r in fin[-2:]])
+            nxt = next((n for n in GPAW_SIZES if n > fin[-1]["n_atoms"]), None)
+            summary["gpaw_trend"] = {"exponent_last_two": b, "next_size": nxt,
+                                     "next_size_projected_s": fin[-1]["seconds"] * (nxt / fin[-1]["n_atoms"]) ** b
+                                     if nxt else None}
         summary["gpaw_largest_within_limit"] = {"limit_s": GPAW_LIMIT_S,
                                                 "n_atoms": max(r["n_atoms"] for r in ok) if ok else None,
                                                 "first_over_limit": min((r["n_atoms"] for r in g.values()
@@ -341,8 +348,11 @@ def _plot(data: dict, path: Path) -> None:
     lim = sm.get("gpaw_largest_within_limit")
     if lim and lim["n_atoms"]:
         over = lim["first_over_limit"]
+        tr = sm.get("gpaw_trend") or {}
+        nxt = (f" ({tr['next_size']} atoms: ~{tr['next_size_projected_s'] / 60:.0f} min by its N^"
+               f"{tr['exponent_last_two']:.1f} trend)" if tr.get("next_size") else "")
         notes.append(f"GPAW within {lim['limit_s'] / 60:.0f} min: {lim['n_atoms']} atoms"
-                     + (f" ({over} atoms: longer)" if over else " (largest tried)"))
+                     + (f" ({over} atoms: longer)" if over else nxt))
     vs = sm.get("ednn_vs_lammps_1e6")
     if vs:
         notes.append(f"1e6 atoms: ednn {vs['ednn_energy_atoms_per_second']:,.0f} atoms/s (energy), LAMMPS "

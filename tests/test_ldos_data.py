@@ -138,7 +138,7 @@ def test_structure_gpaw_cannot_treat():
         lab.label(flake)
 
 
-def test_sheet_density_on_a_3d_grid_with_vacuum():
+def test_sheet_density_on_a_3d_grid_with_vacuum(tmp_path):
     """An h-BN sheet (pbc in-plane only, 20 A cell): density-only labels on the 3D grid, computed periodically
     with one k-point across the vacuum; the density holds the valence electrons and vanishes in the vacuum."""
     from ednn.atoms import structures as st
@@ -154,6 +154,17 @@ def test_sheet_density_on_a_3d_grid_with_vacuum():
     z_sheet = int(round(sheet.positions[:, 2].mean() / sheet.cell[2, 2] * len(profile)))
     assert profile.argmax() in range(z_sheet - 3, z_sheet + 4)
     assert profile[0] < 1e-4 * profile.max()  # the vacuum 10 A away from the sheet
+    # `ednn ldos check` on a density-only dataset: the electron count and the sign of the density
+    from ednn.data import DatasetWriter
+    from ednn.data.ldos import validate_ldos_dataset
+
+    for name, n_e, ok in (("good", out["info"]["n_electrons"], True), ("bad", 33.0, False)):
+        path = tmp_path / f"{name}.h5"
+        with DatasetWriter(path) as w:
+            w.append(sheet, energy=out["energy"], targets=out["targets"], info={**out["info"], "n_electrons": n_e})
+        rep = validate_ldos_dataset(path)
+        assert rep["density_only"] and rep["n_records"] == 1 and rep["ok"] is ok
+        assert rep["records"][0]["electrons"] == pytest.approx(32.0, rel=1e-6)
 
 
 def _record(ng=(4, 4, 4), n_e=GRID.n, volume=64.0):

@@ -53,11 +53,32 @@ def _row(r: dict[str, Any]) -> str:
 
 def run_check(args: argparse.Namespace) -> int:
     """``ednn ldos check``: print one line per record and a summary; 1 if any check fails."""
+    from ..data import Dataset  # noqa: PLC0415
     from ..data.ldos import validate_ldos_dataset  # noqa: PLC0415 - h5py/scipy only for this verb
 
-    print(f"{'rec':>5} {'atoms':>6} {'T_e/K':>7} {'N(LDOS)':>10} {'N':>7} {'N rel':>9} {'DOS rel':>9} "
-          f"{'dmu/meV':>8} {'dens %':>9} {'Eb bias':>9} {'s/rec':>8}  (Eb bias: meV/atom)")
-    rep = validate_ldos_dataset(args.path, on_record=lambda r: print(_row(r), flush=True))
+    with Dataset(args.path) as ds:
+        density_only = "ldos" not in ds.target_names and "density" in ds.target_names
+    if density_only:
+        print(f"{'rec':>5} {'atoms':>6} {'grid':>14} {'N(dens)':>10} {'N':>7} {'N rel':>9} {'min':>10} {'s/rec':>8}")
+        rep = validate_ldos_dataset(args.path, on_record=lambda r: print(
+            f"{r['index']:>5} {r['n_atoms']:>6} {'x'.join(map(str, r['grid'])):>14} {r['electrons']:>10.4f} "
+            f"{r['n_electrons']:>7.1f} {r['electrons_rel']:>9.2e} {r['density_min']:>10.2e} "
+            f"{r['label_seconds'] or float('nan'):>8.0f}", flush=True))
+        print(f"worst: electrons {rep['worst']['electrons_rel']:.2e} (tol {rep['tolerances']['electrons_rel']:.0e}), "
+              f"smallest density {rep['worst']['density_min']:.2e} 1/A^3")
+    else:
+        print(f"{'rec':>5} {'atoms':>6} {'T_e/K':>7} {'N(LDOS)':>10} {'N':>7} {'N rel':>9} {'DOS rel':>9} "
+              f"{'dmu/meV':>8} {'dens %':>9} {'Eb bias':>9} {'s/rec':>8}  (Eb bias: meV/atom)")
+        rep = validate_ldos_dataset(args.path, on_record=lambda r: print(_row(r), flush=True))
+        _print_worst(rep)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rep, fh, indent=1)
+    print(f"{args.path}: {rep['n_records']} records, {'all checks pass' if rep['ok'] else 'CHECKS FAIL'}")
+    return 0 if rep["ok"] else 1
+
+
+def _print_worst(rep: dict[str, Any]) -> None:
     tol = rep["tolerances"]
     w = rep["worst"]
     print(f"worst: electrons {w['electrons_rel']:.2e} (tol {tol['electrons_rel']:.0e}), DOS {w['dos_rel']:.2e} "
@@ -65,11 +86,6 @@ def run_check(args: argparse.Namespace) -> int:
           f"(tol {1000 * tol['fermi_level_eV']:.0f}), density MAPE "
           f"{w.get('density_mape_pct', float('nan')):.3f} % (tol {tol['density_mape_pct']}), band-energy bias "
           f"{w['band_energy_bias_meV_per_atom'][0]:.2f} .. {w['band_energy_bias_meV_per_atom'][1]:.2f} meV/atom")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rep, fh, indent=1)
-    print(f"{args.path}: {rep['n_records']} records, {'all checks pass' if rep['ok'] else 'CHECKS FAIL'}")
-    return 0 if rep["ok"] else 1
 
 
 def run_props(args: argparse.Namespace) -> int:

@@ -194,6 +194,8 @@ def validate_ldos_dataset(path: str | os.PathLike, on_record: Any = None) -> dic
     """
 
     with Dataset(path) as ds:
+        if "ldos" not in ds.target_names and "density" in ds.target_names:
+            return _validate_density_only(ds, path, on_record)
         if "ldos" not in ds.target_names:
             raise DatasetError(f"{path} has no 'ldos' target (targets: {ds.target_names}); "
                                "make it with the gpaw-ldos labeller (ednn gen aluminium ...)")
@@ -223,3 +225,28 @@ def validate_ldos_dataset(path: str | os.PathLike, on_record: Any = None) -> dic
         worst["density_mape_pct"] = max(r["density_mape_pct"] for r in records)
     return {"path": os.fspath(path), "n_records": len(records), "energy_grid": grid.to_dict(),
             "tolerances": TOLERANCES, "records": records, "ok": all(r["ok"] for r in records), "worst": worst}
+
+
+def _validate_density_only(ds: Dataset, path: Any, on_record: Any) -> dict[str, Any]:
+    """Checks of a density-only dataset (``gpaw-ldos`` with ``density_only``): finite, non-negative, and
+    integrating to the record's electron count to ``TOLERANCES["electrons_rel"]``."""
+    records = []
+    for i in range(len(ds)):
+        info = ds.info(i)
+        d = np.asarray(ds.target("density", i), dtype=np.float64)
+        vol = abs(float(np.linalg.det(ds.cell(i)))) / d.size
+        n_e = float(info.get("n_electrons", math.nan))
+        n_int = float(d.sum() * vol)
+        rel = abs(n_int - n_e) / n_e if n_e > 0 else math.nan
+        rec = {"index": i, "n_atoms": len(ds.numbers(i)), "grid": list(d.shape), "electrons": n_int,
+               "n_electrons": n_e, "electrons_rel": rel, "density_min": float(d.min()),
+               "finite": bool(np.all(np.isfinite(d))),
+               "label_seconds": info.get("label_seconds", info.get("seconds"))}
+        rec["ok"] = bool(rec["finite"] and rec["density_min"] >= 0 and rel <= TOLERANCES["electrons_rel"])
+        records.append(rec)
+        if on_record is not None:
+            on_record(rec)
+    return {"path": os.fspath(path), "n_records": len(records), "density_only": True, "tolerances": TOLERANCES,
+            "records": records, "ok": all(r["ok"] for r in records),
+            "worst": {"electrons_rel": max(r["electrons_rel"] for r in records),
+                      "density_min": min(r["density_min"] for r in records)}}
