@@ -48,15 +48,20 @@ def invariance_table(model, n: int) -> dict:
     return {k: {"max": float(np.max(v)), "median": float(np.median(v))} for k, v in rows.items()}
 
 
-def run(mode: str, minutes: float, n: int, out: Path) -> dict:
+def run(mode: str, minutes: float, n: int, out: Path, name: str | None = None, grid: dict | None = None,
+        model: dict | None = None) -> dict:
+    """Train the demo recipe for ``minutes`` (with ``train.augment: mode`` and grid/model overrides), then the
+    held-out and transfer metrics and the invariance table."""
     from ednn.train import load_structures, train
     from ednn.workflows.demo import DEMO_CONFIG
     from ednn.workflows.evaluate import metrics, n_atoms
 
     cfg = json.loads(json.dumps(DEMO_CONFIG))
-    cfg["out"] = str(out / f"augment_{mode}")
+    cfg["out"] = str(out / (name or f"augment_{mode}"))
     cfg["data"] = {"train": str(DATA / "train.h5"), "val_fraction": 0.1, "test_fraction": 0.0}
     cfg["train"].update({"max_time_s": 60.0 * minutes, "augment": mode, "progress": False})
+    cfg["grid"].update(grid or {})
+    cfg["model"].update(model or {})
     t0 = time.time()
     model = train(cfg, overwrite=True)
     t_train = time.time() - t0
@@ -110,11 +115,16 @@ def _plot(res: dict, path: Path) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 1]})
     x = np.arange(len(names))
     for j, (mode, r) in enumerate(runs.items()):
-        ax[0].bar(x + (j - 0.5) * 0.4, [max(r["invariance"][k]["max"], 1e-6) for k in names], 0.4,
-                  label=f"augment: {mode}")
+        vals = [r["invariance"][k]["max"] for k in names]
+        ax[0].bar(x + (j - 0.5) * 0.4, [v if v > 0 else np.nan for v in vals], 0.4, label=f"augment: {mode}")
+
         ax[1].bar(np.arange(2) + (j - 0.5) * 0.4, [r["test"]["mae_mev_per_atom"], r["transfer"]["mae_mev_per_atom"]],
                   0.4, label=f"augment: {mode}")
     ax[0].axhline(1.0, color="k", ls="--", lw=0.8)
+    ax[0].set_ylim(bottom=0.1)
+    for xi, k in zip(x, names, strict=True):
+        if all(r["invariance"][k]["max"] == 0 for r in runs.values()):  # exactly invariant: no bar on a log axis
+            ax[0].text(xi, 0.15, "exactly 0", ha="center", fontsize=7)
     ax[0].set_yscale("log")
     ax[0].set_xticks(x, names, rotation=30)
     ax[0].set_ylabel("max |dE| (meV/atom)")

@@ -147,8 +147,14 @@ def _plot(res: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 3.8))
     x = np.arange(len(names))
     for j, kind in enumerate(res["by_kind"]):
-        ax.bar(x + (j - 2) * 0.16, [max(res["by_kind"][kind][n]["max"], 1e-6) for n in names], 0.16, label=kind)
+        vals = [res["by_kind"][kind][n]["max"] for n in names]
+        ax.bar(x + (j - 2) * 0.16, [v if v > 0 else np.nan for v in vals], 0.16, label=kind)
+
     ax.axhline(1.0, color="k", ls="--", lw=0.8, label="1 meV/atom (issue 11)")
+    ax.set_ylim(bottom=0.1)
+    for xi, n in zip(x, names, strict=True):
+        if all(res["by_kind"][k][n]["max"] == 0 for k in res["by_kind"]):  # exactly invariant: no bar on a log axis
+            ax.text(xi, 0.15, "exactly 0", ha="center", fontsize=7)
     ax.set_yscale("log")
     ax.set_xticks(x, names, rotation=30)
     ax.set_ylabel("max |dE| (meV/atom)")
