@@ -147,6 +147,17 @@ def test_trained_model_records_its_domain_and_the_calculator_warns_once(tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("error", ForcesNotTrainedWarning)
         ok.get_forces()
+    # positions-only changes (MD) are checked every DOMAIN_EVERY calls: an atom that leaves the sheet stops it
+    from ednn.predict.calculator import EDNNCalculator
+
+    md = inside.copy()
+    md.calc = model.calculator()
+    md.get_potential_energy()
+    md.positions[2, 2] += 20.0
+    with pytest.raises(InputError, match="left the sheet"):
+        for _ in range(EDNNCalculator.DOMAIN_EVERY):
+            md.positions[0, 0] += 1e-3
+            md.get_potential_energy()
     # the CLI stops outside the domain unless --force
     import ase.io
 

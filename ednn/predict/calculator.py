@@ -20,10 +20,11 @@ Properties (ASE conventions, eV and Angstrom):
     each pixel's energy to the nearest atom), summing to the energy.
 
 When forces or stress are asked, the energy comes from the same compiled call
-(computed once). Each structure is checked against the model's domain of
-applicability (:mod:`ednn.predict.domain`): outside it, a ``DomainWarning``
-once per kind of problem; overlapping atoms or an atom far from the sheet
-raise ``InputError``. Extras with ``maps=True``: ``energy_map`` (per pixel, eV) and
+(computed once). Structures are checked against the model's domain of
+applicability (:mod:`ednn.predict.domain`; at every change of atoms or cell,
+and every ``DOMAIN_EVERY`` calls when only positions move): outside it, a
+``DomainWarning`` once per kind of problem; overlapping atoms or an atom far
+from the sheet raise ``InputError``. Extras with ``maps=True``: ``energy_map`` (per pixel, eV) and
 ``tile_energies``.
 """
 
@@ -137,6 +138,8 @@ class EDNNCalculator(Calculator):
 
     #: compiled functions kept for the dense head (one per cell / species list / pbc)
     max_compiled = 8
+    #: positions-only changes (MD, relaxations) are checked against the domain every this many calls
+    DOMAIN_EVERY = 10
 
     def __init__(self, model, maps: bool = False, **kw: Any):
         super().__init__(**kw)
@@ -146,6 +149,7 @@ class EDNNCalculator(Calculator):
         self._seen: dict[bytes, int] = {}
         self._domain = model.domain if getattr(model, "grid", None) is not None else None
         self._domain_seen: set[str] = set()
+        self._domain_calls = 0
         self._warn_forces = _trained_on_forces(model) is False
 
     def gradients(self, atoms) -> tuple[float, np.ndarray, np.ndarray]:
@@ -204,7 +208,11 @@ class EDNNCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         a = self.atoms
         if self._domain is not None:  # outside the training domain: a DomainWarning per kind of problem, once
-            self._domain.warn(a, self._domain_seen, stacklevel=4)
+            # the full check (a neighbour list) when the atoms or the cell change, else every DOMAIN_EVERY calls:
+            # ~20 % of an MD step of a small cell if done at every step
+            if self._domain_calls % self.DOMAIN_EVERY == 0 or {"numbers", "cell", "pbc"} & set(system_changes):
+                self._domain.warn(a, self._domain_seen, stacklevel=4)
+            self._domain_calls += 1
         if self._warn_forces and ("forces" in properties or "stress" in properties):
             import warnings  # noqa: PLC0415
 
