@@ -58,15 +58,11 @@ case "${EDNN_HOROVOD_MPI:-0}" in
 esac
 
 if [ "$REQUIRE_MPI" = 1 ] && ! command -v mpicc >/dev/null 2>&1; then
-    # asked for MPI (make horovod-mpi): Debian's OpenMPI, installed here when we are root
-    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        log "apt-get install libopenmpi-dev openmpi-bin"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q libopenmpi-dev openmpi-bin >/dev/null \
-            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libopenmpi-dev openmpi-bin >/dev/null; } \
-            || die "apt-get could not install libopenmpi-dev openmpi-bin"
-    else
-        die "the MPI build needs an MPI with mpicc: run 'sudo apt-get install -y libopenmpi-dev openmpi-bin' (or load your cluster's MPI module) and rerun"
-    fi
+    # asked for MPI (make horovod-mpi): Debian's Open MPI, installed here when we are root
+    # shellcheck source=apt_need.sh
+    . "$(dirname "$0")/apt_need.sh"
+    apt_need "[build_horovod]" "the MPI build needs an MPI with mpicc (or load your cluster's MPI module)" \
+        libopenmpi-dev openmpi-bin
 fi
 
 # 1. nothing to do when the installed Horovod already has what is asked for

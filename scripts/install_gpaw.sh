@@ -15,14 +15,9 @@ if "$PY" -c "import gpaw, gpaw_data, _gpaw" 2>/dev/null; then
 fi
 have_dev() { dpkg -s libxc-dev libopenblas-dev >/dev/null 2>&1; }
 if ! have_dev; then
-    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        echo "install_gpaw: apt-get install libxc-dev libopenblas-dev"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q libxc-dev libopenblas-dev >/dev/null \
-            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libxc-dev libopenblas-dev >/dev/null; } \
-            || die "apt-get could not install libxc-dev libopenblas-dev"
-    else
-        die "GPAW needs libxc and OpenBLAS headers: run 'sudo apt-get install -y libxc-dev libopenblas-dev' (or your system's equivalent) and rerun"
-    fi
+    # shellcheck source=apt_need.sh
+    . "$(dirname "$0")/apt_need.sh"
+    apt_need install_gpaw "GPAW needs libxc and OpenBLAS headers" libxc-dev libopenblas-dev
 fi
 # GPAW compiles its C extension as C++ with this toolchain (CC=g++), as its install notes recommend for gcc 12
 CC=g++ "$PY" -m pip install -q "gpaw>=24" gpaw-data || die "pip could not build GPAW"
