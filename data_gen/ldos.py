@@ -27,14 +27,20 @@ from pathlib import Path
 from ednn.cli import main as ednn_main
 from ednn.data.ldos import validate_ldos_dataset
 
-#: name -> (cell repeats, ionic temperature K, electronic temperature K, records, seed)
-JOBS: dict[str, tuple[int, float, float, int, int]] = {
-    "al4_298K_Te298": (1, 298.0, 298.0, 6, 0),
-    "al4_933K_Te298": (1, 933.0, 298.0, 6, 1),
-    "al4_298K_Te933": (1, 298.0, 933.0, 3, 0),
-    "al4_298K_Te2000": (1, 298.0, 2000.0, 3, 0),
-    "al32_298K_Te298": (2, 298.0, 298.0, 2, 0),
-    "al32_933K_Te298": (2, 933.0, 298.0, 2, 1),
+#: Real-space grid spacing (A) of the jobs meant for size transfer: GPAW's own grid for the 4.04 A cube
+#: (18 points), imposed on larger cells too (36 for 8.08 A, 54 for 12.12 A) so that every cell shares it.
+AL_GRID_SPACING = 4.04 / 18
+
+#: name -> (cell repeats, ionic temperature K, electronic temperature K, records, seed, grid spacing or None)
+JOBS: dict[str, tuple[int, float, float, int, int, float | None]] = {
+    "al4_298K_Te298": (1, 298.0, 298.0, 24, 0, None),
+    "al4_933K_Te298": (1, 933.0, 298.0, 24, 1, None),
+    "al4_298K_Te933": (1, 298.0, 933.0, 6, 0, None),
+    "al4_298K_Te2000": (1, 298.0, 2000.0, 6, 0, None),
+    "al32_298K_Te298": (2, 298.0, 298.0, 2, 0, None),
+    "al32_933K_Te298": (2, 933.0, 298.0, 2, 1, None),
+    "al32g_298K_Te298": (2, 298.0, 298.0, 3, 10, AL_GRID_SPACING),
+    "al32g_933K_Te298": (2, 933.0, 298.0, 2, 11, AL_GRID_SPACING),
 }
 
 #: name -> (structure kind, atom-count range, records, seed): 2D sheets, electron density only on the 3D grid
@@ -64,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
             cmd = ["gen", kind, "--n", str(args.n or n), "--seed", str(seed), "--size", size_range,
                    "--labeller", "gpaw-ldos", "--labeller-opt", "density_only=true", "--set", "relax_defects=false"]
         else:
-            size, t_ion, t_e, n, seed = JOBS[name]
+            size, t_ion, t_e, n, seed, h = JOBS[name]
             cmd = ["gen", "aluminium", "--n", str(args.n or n), "--seed", str(seed), "--set", f"size={size}",
                    "--set", f"temperature={t_ion}", "--labeller-opt", f"temperature={t_e}"]
+            if h is not None:
+                cmd += ["--labeller-opt", f"grid_spacing={h!r}"]
         cmd += ["-o", str(out / f"{name}.h5")] + (["--no-progress"] if args.no_progress else [])
         print(f"== {name}: ednn {' '.join(cmd)}", flush=True)
         rc = ednn_main(cmd)

@@ -91,6 +91,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         "pair_features": (False, (bool,), None, None),  # products x_i * x_j of input channels as inputs
         "energy": (True, (bool,), None, None),  # the extensive energy output (channel 0)
         "fields": ({}, (dict,), None, None),  # per-voxel outputs: name -> channels (set from data.targets)
+        "upsample": (1, (int,), None, _ONE_UP),  # fields on a grid this many times finer than the image, per axis
     },
     "train": {
         "epochs": (60, (int,), None, _ONE_UP),
@@ -214,6 +215,9 @@ def normalize_model_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     out["fields"] = fields
     if not out["energy"] and not fields:
         raise ConfigError("model has no outputs: set model.energy: true or name per-voxel fields in model.fields")
+    if out["upsample"] > 1 and not fields:
+        raise ConfigError(f"model.upsample = {out['upsample']} refines per-voxel fields, but the model has none; "
+                          "leave it at 1 or add a per-voxel target to data.targets")
     if fields and out["head"] == "dense":
         raise ConfigError("per-voxel fields need the density head (model.head: density); the dense head gives "
                           "one number per tile")

@@ -29,10 +29,11 @@ from ..image.pipeline import n_metric
 __all__ = ["build_network", "n_outputs"]
 
 
-def n_outputs(model_config: dict[str, Any]) -> int:
-    """Output channels per pixel: 1 for the energy density (if any) plus every field's channels."""
+def n_outputs(model_config: dict[str, Any], dim: int) -> int:
+    """Output channels per pixel: 1 for the energy density (if any) plus every field's channels, times
+    ``upsample**dim`` sub-voxels for fields finer than the image."""
     cfg = normalize_model_config(model_config)
-    return int(cfg["energy"]) + sum(cfg["fields"].values())
+    return int(cfg["energy"]) + sum(cfg["fields"].values()) * int(cfg["upsample"]) ** int(dim)
 
 
 def _activation(name: str):
@@ -75,7 +76,7 @@ def build_network(model_config: dict[str, Any] | None, in_channels: int, dim: in
     filters = cfg["filters"] if isinstance(cfg["filters"], list) else [cfg["filters"]] * cfg["layers"]
     k = cfg["kernel"]
     h = k // 2
-    n_out = n_outputs(cfg)
+    n_out = n_outputs(cfg, dim)
     seeds = iter(range(10_000)) if seed is None else iter(range(seed * 1000, seed * 1000 + 1000))
 
     def init():

@@ -14,6 +14,12 @@ owns some of them and knows how they become a physical quantity:
     ``field = scale_c * y_c`` on every pixel of the image grid, one scale per
     channel (the RMS of the training labels). No offset, so that with
     ``vacuum_zero`` a field is exactly zero in vacuum, as a density is.
+    With ``factor`` f > 1 (``model.upsample``) the field lives on a grid f
+    times finer than the input image along each axis (a DFT grid is finer
+    than the image a network needs to see): each image pixel then owns
+    ``f**d * channels`` network outputs, one block of ``channels`` per
+    sub-voxel ("depth to space"), so tiles, streaming and the whole-image
+    path stay pixel-exact and the fine field is reassembled only at the end.
 """
 
 from __future__ import annotations
@@ -98,37 +104,65 @@ class EnergyOutput:
 
 @dataclasses.dataclass
 class FieldOutput:
-    """A per-voxel field: ``scale[c] * y[..., start + c]`` for ``c < channels``."""
+    """A per-voxel field: ``scale[c] * y[..., start + c]`` for ``c < channels`` (``factor`` 1), or on a grid
+    ``factor`` times finer than the image (see the module docstring)."""
 
     name: str
     start: int
     channels: int
     scale: np.ndarray | None = None
+    factor: int = 1
+    dim: int = 3
 
     def __post_init__(self) -> None:
         self.scale = np.ones(self.channels) if self.scale is None else np.asarray(self.scale, dtype=np.float64)
         if self.scale.shape != (self.channels,):
             raise ModelError(f"field {self.name!r}: {self.channels} channels but scales of shape {self.scale.shape}")
+        if isinstance(self.factor, bool) or not isinstance(self.factor, (int, np.integer)) or self.factor < 1:
+            raise ModelError(f"field {self.name!r}: upsample factor must be a positive integer, got {self.factor!r}")
 
     @property
     def prop(self) -> Property:
         return get_property(self.name)
 
     @property
+    def sub_voxels(self) -> int:
+        """Field voxels per image pixel (``factor ** dim``)."""
+        return int(self.factor) ** self.dim
+
+    @property
+    def net_channels(self) -> int:
+        """Network output channels this field owns per image pixel."""
+        return self.channels * self.sub_voxels
+
+    @property
+    def net_scale(self) -> np.ndarray:
+        """The scale of each of the field's network channels."""
+        return np.tile(self.scale, self.sub_voxels)
+
+    @property
     def stop(self) -> int:
-        return self.start + self.channels
+        return self.start + self.net_channels
+
+    def field_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The field's spatial shape for an image of spatial shape ``image_shape``."""
+        return tuple(int(n) * int(self.factor) for n in image_shape)
 
     def check(self, target: np.ndarray, image_shape: tuple[int, ...], where: str = "") -> np.ndarray:
-        """A label as ``image_shape + (channels,)`` float32, or a clear error when its grid differs."""
+        """A label as ``field_shape(image_shape) + (channels,)`` float32, or a clear error when its grid differs."""
         t = np.asarray(target, dtype=np.float32)
-        if t.shape == tuple(image_shape) and self.channels == 1:
+        shape = self.field_shape(image_shape)
+        if t.shape == shape and self.channels == 1:
             t = t[..., None]
-        if t.shape != tuple(image_shape) + (self.channels,):
+        if t.shape != shape + (self.channels,):
+            fine = (f" ({self.factor} x the image's {tuple(image_shape)} pixels: model.upsample = {self.factor})"
+                    if self.factor > 1 else " pixels")
             raise InputError(
                 f"{where}per-voxel target {self.name!r} has shape {t.shape}, but the model's grid gives this "
-                f"structure {tuple(image_shape)} pixels and the field has {self.channels} channel(s): expected "
-                f"{tuple(image_shape) + (self.channels,)}. Sample the target on the model's grid (spacing "
-                "along each cell vector = length / round(length / grid.spacing)) or change grid.spacing"
+                f"structure {shape}{fine} and the field has {self.channels} channel(s): expected "
+                f"{shape + (self.channels,)}. Sample the target on the model's grid (spacing along each cell "
+                "vector = length / round(length / grid.spacing), divided by model.upsample) or change "
+                "grid.spacing / model.upsample"
             )
         if not np.all(np.isfinite(t)):
             raise InputError(f"{where}per-voxel target {self.name!r} contains NaN or inf")
@@ -146,19 +180,37 @@ class FieldOutput:
         self.scale = np.where(rms > 1e-12, rms, 1.0)
 
     def to_network(self, target: np.ndarray) -> np.ndarray:
-        return (np.asarray(target, dtype=np.float64) / self.scale).astype(np.float32)
+        """Label ``(fine..., channels)`` -> network units ``(image..., net_channels)`` (space to depth)."""
+        t = np.asarray(target, dtype=np.float64) / self.scale
+        f, d = int(self.factor), self.dim
+        if f > 1:
+            n = t.shape[:d]
+            if any(m % f for m in n):
+                raise InputError(f"per-voxel target {self.name!r} of spatial shape {n} is not a whole number of "
+                                 f"{f}-voxel blocks (model.upsample = {f})")
+            t = t.reshape(sum(((m // f, f) for m in n), ()) + (self.channels,))
+            t = t.transpose(tuple(range(0, 2 * d, 2)) + tuple(range(1, 2 * d, 2)) + (2 * d,))
+            t = t.reshape(tuple(m // f for m in n) + (self.net_channels,))
+        return t.astype(np.float32)
 
     def from_network(self, y: np.ndarray) -> np.ndarray:
-        """Physical field from all network output channels ``(..., n_out)``."""
-        return np.asarray(y[..., self.start : self.stop], dtype=np.float64) * self.scale
+        """Physical field from all network output channels ``(image..., n_out)`` (depth to space)."""
+        y = np.asarray(y[..., self.start : self.stop], dtype=np.float64)
+        f, d = int(self.factor), self.dim
+        if f > 1:
+            n = y.shape[:d]
+            y = y.reshape(n + (f,) * d + (self.channels,))
+            y = y.transpose(sum(((i, d + i) for i in range(d)), ()) + (2 * d,))
+            y = y.reshape(tuple(m * f for m in n) + (self.channels,))
+        return y * self.scale
 
     def to_dict(self) -> dict[str, Any]:
         return {"start": self.start, "channels": self.channels, "scale": self.scale.tolist(),
-                "property": self.prop.to_dict()}
+                "upsample": int(self.factor), "property": self.prop.to_dict()}
 
 
-def build_outputs(model_config: dict[str, Any], n_species: int,
-                  saved: dict[str, Any] | None = None) -> tuple[EnergyOutput | None, dict[str, FieldOutput]]:
+def build_outputs(model_config: dict[str, Any], n_species: int, saved: dict[str, Any] | None = None,
+                  dim: int = 3) -> tuple[EnergyOutput | None, dict[str, FieldOutput]]:
     """The output pieces of a (normalized) model config, with the transforms of a saved model if given."""
     saved = saved or {}
     energy = None
@@ -175,6 +227,7 @@ def build_outputs(model_config: dict[str, Any], n_species: int,
         f = (saved.get("fields") or {}).get(name)
         if f is not None:
             register(Property(**f["property"]))
-        fields[name] = FieldOutput(name, start, ch, None if f is None else f["scale"])
-        start += ch
+        fields[name] = FieldOutput(name, start, ch, None if f is None else f["scale"],
+                                   int(model_config.get("upsample", 1)), int(dim))
+        start += fields[name].net_channels
     return energy, fields

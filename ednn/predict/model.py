@@ -76,13 +76,14 @@ class EnergyModel:
         self.radius = receptive_radius(self.model_config)
         self.meta = dict(meta or {})
         K = len(grid.species) if grid is not None else 1
-        self.energy_output, self.fields = build_outputs(self.model_config, K, outputs)
+        d = grid.dim if grid is not None else int(dim or 2)
+        self.energy_output, self.fields = build_outputs(self.model_config, K, outputs, d)
         if refs is not None:
             if self.energy_output is None:
                 raise ModelError("reference energies given for a model without an energy output (model.energy is "
                                  "false); leave refs out or add 'energy' to data.targets")
             self.refs, self.scale = refs, scale
-        self.n_out = n_outputs(self.model_config)
+        self.n_out = n_outputs(self.model_config, d)
         if grid is not None:
             self.pipeline: InputPipeline | None = InputPipeline(grid, self.metric, self.radius, self.head)
             self.dim, self.in_channels = grid.dim, self.pipeline.in_channels
@@ -353,7 +354,8 @@ class EnergyModel:
         return self.fields[name]
 
     def predict_field(self, atoms: Any, name: str | None = None, method: str = "auto") -> np.ndarray:
-        """A per-voxel field on the model's grid, shape ``(n_1, ..., n_d, channels)`` (physical units).
+        """A per-voxel field on the model's grid, shape ``(n_1, ..., n_d, channels)`` (physical units);
+        with ``model.upsample`` f the field grid is f times finer: ``(f n_1, ..., f n_d, channels)``.
 
         ``method``: ``"whole"`` (the wrap-padded image at once), ``"tiles"``
         (focus/context tiles, then reassembled), ``"stream"`` (strips, flat

@@ -44,7 +44,7 @@ class Trainer:
             opt = keras.optimizers.SGD(lr, momentum=0.9)
         self.optimizer = opt
         opt.build(self.net.trainable_variables)
-        self.n_field_channels = sum(f.channels for f in model.fields.values())
+        self.n_field_channels = sum(f.net_channels for f in model.fields.values())
         self.step_fn = self._make_step(tf)
         self.force_weight = float(cfg["force_weight"])
         self.force_scale = 1.0  # RMS reference force component (eV/A), set by fit()
@@ -251,7 +251,7 @@ class Trainer:
             f0 = int(self.model.energy_output is not None)  # labels hold the field channels only
             for j, f in enumerate(fields.values()):
                 d_net = (y[..., f.start : f.stop] - b.fields[..., f.start - f0 : f.stop - f0])[real]
-                d = d_net * f.scale
+                d = d_net * f.net_scale
                 sums[j] += [np.abs(d).sum(), (d * d).sum(), (d_net * d_net).sum(), d.size]
         sums = np.asarray(self.backend.allreduce_sum(sums.ravel()), dtype=np.float64).reshape(sums.shape)
         out: dict[str, float] = {}

@@ -39,7 +39,7 @@ import time
 from typing import Any
 
 import numpy as np
-from ase import Atoms
+from ase import Atoms, units
 
 from ...electronic import KB, EnergyGrid, gaussian
 from ...errors import BackendError, InputError
@@ -83,7 +83,14 @@ class GpawLdosLabeller(Labeller):
         uses twice a 0.1 eV spacing, which biases the Fermi level by tens of meV for
         the k-meshes affordable here).
     ecut : float
-        Plane-wave cutoff (eV); it sets the real-space grid (300 eV: 18^3 points for a 4.04 A cube).
+        Plane-wave cutoff (eV); it sets the real-space grid (300 eV: 18^3 points for a 4.04 A cube)
+        unless ``grid_spacing`` is given.
+    grid_spacing : float, optional
+        Real-space grid spacing (Angstrom) instead of GPAW's choice from ``ecut``: ``round(L / h)``
+        points along each cell vector of length ``L``, the rule of ednn's image grids. Datasets meant
+        for size transfer need it: GPAW picks 18 points for a 4.04 A cube but 35 (not 36) for the
+        8.08 A one, so the two grids would differ in spacing. It must not be coarser than ``ecut``
+        needs (checked).
     kpt_density : float
         k-points times cell length (Angstrom) along each periodic direction
         (24: 6x6x6 for the 4-atom cube, 3x3x3 for the 32-atom one).
@@ -116,6 +123,7 @@ class GpawLdosLabeller(Labeller):
         ecut: float = 300.0,
         kpt_density: float = 24.0,
         kpts: tuple[int, int, int] | None = None,
+        grid_spacing: float | None = None,
         xc: str = "PBE",
         extra_bands: int = 8,
         band_factor: float = 1.6,
@@ -140,6 +148,13 @@ class GpawLdosLabeller(Labeller):
             if len(kpts) != 3 or min(kpts) < 1:
                 raise InputError(f"kpts must be three positive integers, got {kpts!r}")
         kpoint_mesh(Atoms("H", cell=[1, 1, 1], pbc=True), kpt_density)  # validates kpt_density
+        if grid_spacing is not None:
+            grid_spacing = float(grid_spacing)
+            # GPAW's own PW rule (gpaw.utilities.gpts): h <= pi / sqrt(4 ecut) bohr, ecut in hartree
+            h_max = math.pi / math.sqrt(4.0 * ecut / units.Hartree) * units.Bohr
+            if not (math.isfinite(grid_spacing) and 0 < grid_spacing <= h_max):
+                raise InputError(f"grid_spacing must be a positive spacing in Angstrom no coarser than {h_max:.4f} "
+                                 f"(what ecut={ecut} eV resolves), got {grid_spacing!r}")
         if extra_bands < 0 or band_factor < 1:
             raise InputError("extra_bands must be >= 0 and band_factor >= 1")
         self.grid = grid
@@ -157,6 +172,7 @@ class GpawLdosLabeller(Labeller):
             "paw_correction": "each state renormalised to one electron on the grid",
             "extra_bands": int(extra_bands), "band_factor": float(band_factor),
             "density_only": self.density_only, "convergence": self.convergence,
+            **({} if grid_spacing is None else {"grid_spacing": grid_spacing}),  # absent: GPAW's grid (older files)
         })
 
     # ------------------------------------------------------------------
@@ -206,6 +222,13 @@ class GpawLdosLabeller(Labeller):
             return tuple(self.settings["kpts"])  # type: ignore[return-value]
         return kpoint_mesh(atoms, self.settings["kpt_density"])
 
+    def gpts(self, atoms: Atoms) -> tuple[int, int, int] | None:
+        """Real-space grid points along the cell vectors (None: GPAW's choice from ``ecut``)."""
+        h = self.settings.get("grid_spacing")
+        if h is None:
+            return None
+        return tuple(max(1, int(round(L / h))) for L in atoms.cell.lengths())  # type: ignore[return-value]
+
     def run(self, atoms: Atoms) -> Any:
         """The converged GPAW calculator of ``atoms`` (a copy; ``atoms`` is untouched)."""
         self.check(atoms)
@@ -219,6 +242,7 @@ class GpawLdosLabeller(Labeller):
             mode=PW(self.settings["ecut"]), xc=self.settings["xc"], kpts=self.mesh(atoms),
             occupations=FermiDirac(KB * self.temperature), symmetry={"point_group": False},
             nbands=self.n_bands(at, valence), convergence=self.convergence, txt=self.txt,
+            **({} if self.gpts(atoms) is None else {"gpts": self.gpts(atoms)}),
         )
         at.calc = calc
         try:
