@@ -54,8 +54,8 @@ _OPEN_UNIT = (0.0, 1.0, False, False)  # (0, 1)
 #: key -> (default, allowed types, allowed values or None, numeric range or None), per section
 SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]] = {
     "data": {
-        "train": (None, _OPT_STR, None, None),
-        "val": (None, _OPT_STR, None, None),
+        "train": (None, (str, list, type(None)), None, None),  # a dataset path, or a list of them (concatenated)
+        "val": (None, (str, list, type(None)), None, None),
         "val_fraction": (0.1, _NUM, None, _FRAC),
         # the test split (data.split_indices): held out of training and validation; the README's test set
         "test_fraction": (0.1, _NUM, None, _FRAC),
@@ -92,6 +92,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         "energy": (True, (bool,), None, None),  # the extensive energy output (channel 0)
         "fields": ({}, (dict,), None, None),  # per-voxel outputs: name -> channels (set from data.targets)
         "upsample": (1, (int,), None, _ONE_UP),  # fields on a grid this many times finer than the image, per axis
+        # label scale of per-voxel fields: "channel" the RMS of each channel, "field" one RMS over all channels
+        # (an LDOS: channels near the band bottom are ~0, and per-channel scaling would magnify their noise)
+        "field_scale": ("channel", (str,), ("channel", "field"), None),
     },
     "train": {
         "epochs": (60, (int,), None, _ONE_UP),
@@ -215,9 +218,6 @@ def normalize_model_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     out["fields"] = fields
     if not out["energy"] and not fields:
         raise ConfigError("model has no outputs: set model.energy: true or name per-voxel fields in model.fields")
-    if out["upsample"] > 1 and not fields:
-        raise ConfigError(f"model.upsample = {out['upsample']} refines per-voxel fields, but the model has none; "
-                          "leave it at 1 or add a per-voxel target to data.targets")
     if fields and out["head"] == "dense":
         raise ConfigError("per-voxel fields need the density head (model.head: density); the dense head gives "
                           "one number per tile")
@@ -254,6 +254,12 @@ def normalize_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     if d["val_fraction"] + d["test_fraction"] >= 1:
         raise ConfigError(f"data.val_fraction + data.test_fraction = {d['val_fraction'] + d['test_fraction']:g} "
                           "leaves no training data; make the sum < 1")
+    for key in ("train", "val"):
+        v = d[key]
+        if isinstance(v, list):
+            if not v or not all(isinstance(x, str) and x for x in v):
+                raise ConfigError(f"data.{key} must be a dataset path or a non-empty list of paths, got {v!r}")
+            d[key] = v[0] if len(v) == 1 else list(v)
     targets = d["targets"]
     if not targets or not all(isinstance(x, str) for x in targets) or len(set(targets)) != len(targets):
         raise ConfigError(f"data.targets must be a non-empty list of distinct names, e.g. ['energy'], got {targets}")
@@ -263,6 +269,9 @@ def normalize_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
             raise ConfigError(f"data.targets: {name!r} is a per-{prop.kind} property; train on 'energy' "
                               "(forces through train.force_weight) and per-voxel targets")
     out["model"]["energy"] = ENERGY.key in targets  # the energy output exists when the energy is a target
+    if out["model"]["upsample"] > 1 and targets == [ENERGY.key]:
+        raise ConfigError(f"model.upsample = {out['model']['upsample']} refines per-voxel fields, but data.targets "
+                          "names none; leave it at 1 or add a per-voxel target (e.g. ldos) to data.targets")
     if g["species"] is not None and not g["species"]:
         raise ConfigError("grid.species is empty; list the elements, e.g. ['B', 'C', 'N'], or leave it out")
     if t["force_weight"] > 0 and out["model"]["head"] == "dense":

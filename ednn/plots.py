@@ -353,3 +353,49 @@ def block_map_plot(cell: Any, block_sums: np.ndarray, shape: tuple[int, int], bl
 def energy_map_plot(atoms: Any, emap: np.ndarray, path: str, title: str = "", block: int = 1) -> str:
     """Write :func:`energy_map_figure` to ``path`` (.png, .pdf or .svg); returns ``path``."""
     return save_fig(energy_map_figure(atoms, emap, title, block), path)
+
+
+# ---------------------------------------------------------------- electronic structure
+def dos_plot(energies: np.ndarray, curves: dict[str, np.ndarray], path: str, n_atoms: int = 1,
+             fermi_level: float | None = None, title: str = "") -> str:
+    """DOS curves (states/eV, divided by ``n_atoms``) against energy (eV), e.g. predicted against DFT."""
+    fig, ax = _figure((6.0, 3.6), layout="constrained")
+    for j, (name, dos) in enumerate(curves.items()):
+        ax.plot(energies, np.asarray(dos) / n_atoms, color="k" if j == 0 else f"C{j - 1}", lw=1.6 if j == 0 else 1.0,
+                ls="-" if j < 2 else "--", label=name)
+    if fermi_level is not None:
+        ax.axvline(fermi_level, color="0.5", lw=0.8, ls=":", label="Fermi level (DFT LDOS)")
+    ax.set(xlabel="E (eV)", ylabel="DOS (states / eV" + (" / atom)" if n_atoms > 1 else ")"), title=title)
+    ax.legend(frameon=False, fontsize=8)
+    return save_fig(fig, path)
+
+
+def density_slice_plot(fields: dict[str, np.ndarray], path: str, axis: int = 2, index: int = 0,
+                       title: str = "") -> str:
+    """Slices ``index`` along ``axis`` of 3D densities (1/A^3) side by side on one colour scale, plus the
+    difference of the second from the first."""
+    names = list(fields)
+    sl = [np.take(np.asarray(fields[k]), index, axis=axis) for k in names]
+    n = len(sl) + (1 if len(sl) == 2 else 0)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.3 * n, 3.0), layout="constrained")
+    axes = fig.subplots(1, n)
+    lo, hi = min(float(s.min()) for s in sl), max(float(s.max()) for s in sl)
+    for ax, name, s in zip(axes, names, sl, strict=False):
+        im = ax.imshow(s.T, origin="lower", vmin=lo, vmax=hi, cmap="viridis")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes[: len(sl)], label="density (1/A^3)", shrink=0.8)
+    if len(sl) == 2:
+        d = sl[1] - sl[0]
+        v = float(np.abs(d).max()) or 1.0
+        im2 = axes[2].imshow(d.T, origin="lower", vmin=-v, vmax=v, cmap="RdBu_r")
+        axes[2].set_title(f"{names[1]} - {names[0]}", fontsize=9)
+        axes[2].set_xticks([])
+        axes[2].set_yticks([])
+        fig.colorbar(im2, ax=axes[2], shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_fig(fig, path)

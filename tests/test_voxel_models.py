@@ -19,10 +19,10 @@ def _al(reps=(1, 1, 1), rattle=0.08, seed=0):
     return at
 
 
-def _model(upsample=2, channels=3, energy=False, layers=2, seed=3):
+def _model(upsample=2, channels=3, energy=False, layers=2, seed=3, vacuum_zero=True, field="ldos"):
     g = GridSpec(species=(13,), spacing=4.04 / 9, sigma=0.5, dim=3, focus=3, context=layers)
     cfg = {"layers": layers, "filters": 4, "kernel": 3, "readout": [4], "energy": energy,
-           "fields": {"ldos": channels}, "upsample": upsample}
+           "fields": {field: channels}, "upsample": upsample, "vacuum_zero": vacuum_zero}
     return EnergyModel.create(cfg, g, seed=seed)
 
 
@@ -91,3 +91,158 @@ def test_upsampled_model_saves_and_loads(tmp_path):
     m2 = ednn.load(str(tmp_path / "m"))
     assert m2.fields["ldos"].factor == 2
     np.testing.assert_allclose(m2.predict_field(at, "ldos"), before, rtol=1e-6, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- LDOS physics from a model
+def _ldos_model(n_e=80, start=-4.0, spacing=0.1):
+    """An LDOS model whose network gives the same LDOS ``c(E)`` at every voxel (zero last-layer kernel, bias
+    ``c``): its DOS is ``c * volume``, known in closed form."""
+    from ednn.electronic import EnergyGrid
+
+    grid = EnergyGrid(start=start, spacing=spacing, n=n_e)
+    m = _model(upsample=2, channels=n_e, vacuum_zero=False)
+    layer = m.network.get_layer("density")
+    k, b = layer.get_weights()
+    e = grid.energies
+    c = np.sqrt(np.clip(1 - ((e - 0.5) / 2.5) ** 2, 0, None)) * 0.1  # a semicircle band, states/(eV A^3)
+    layer.set_weights([np.zeros_like(k), np.tile(c, 8).astype(np.float32)])  # the same for the 2^3 sub-voxels
+    m.meta["electronic"] = {"energy_grid": grid.to_dict(), "valence": {"13": 3.0}, "broadening_eV": spacing,
+                            "electronic_temperatures_K": [298.0]}
+    return m, grid, c
+
+
+@pytest.mark.parametrize("temperature", [298.0, 2000.0])
+def test_electronic_structure_equals_the_physics_of_the_predicted_ldos(temperature):
+    """model.electronic_structure is ednn.electronic on the model's LDOS: DOS = c * V, the Fermi level holds the
+    valence electrons, the density integrates to them; a 2x2x1 supercell gives the same per-atom values."""
+    from ednn.electronic import electronic_properties
+
+    m, grid, c = _ldos_model()
+    at = _al(seed=7)
+    es = m.electronic_structure(at, temperature)
+    ldos = m.predict_ldos(at)
+    assert ldos.shape == (18, 18, 18, grid.n)
+    np.testing.assert_allclose(ldos, np.broadcast_to(c, ldos.shape), rtol=1e-5, atol=1e-9)
+    ref = electronic_properties(grid, temperature, 12.0, dos=c * at.get_volume())
+    assert es["n_electrons_expected"] == 12.0
+    assert es["n_electrons"] == pytest.approx(12.0, rel=1e-9)
+    assert es["fermi_level"] == pytest.approx(ref["fermi_level"], abs=1e-5)
+    assert es["band_energy"] == pytest.approx(ref["band_energy"], rel=1e-5)
+    assert es["entropy_term"] == pytest.approx(ref["entropy_term"], rel=1e-4, abs=1e-9)
+    assert es["density"].sum() * es["voxel_volume"] == pytest.approx(12.0, rel=1e-6)
+    np.testing.assert_allclose(m.predict_density(at, temperature), es["density"], rtol=1e-12)
+    assert es["negative_fraction"] == 0.0
+    big = m.electronic_structure(at.repeat((2, 2, 1)), temperature)
+    assert big["fermi_level"] == pytest.approx(es["fermi_level"], abs=1e-6)
+    assert big["band_energy"] / 16 == pytest.approx(es["band_energy"] / 4, rel=1e-6)
+
+
+def test_ldos_model_bad_input():
+    from ase import Atoms
+
+    from ednn.errors import ModelError
+
+    m, _, _ = _ldos_model()
+    at = _al()
+    cu = at.copy()
+    cu.numbers[0] = 29
+    with pytest.raises(InputError, match=r"Cu \(Z=29\) not in"):
+        m.electronic_structure(cu, 298.0)
+    open_cell = at.copy()
+    open_cell.pbc = (True, True, False)
+    with pytest.raises(InputError, match="periodic cell"):
+        m.predict_ldos(open_cell)
+    with pytest.raises(InputError, match="> 0 K|temperature"):
+        m.electronic_structure(at, 0.0)
+    del m.meta["electronic"]
+    with pytest.raises(ModelError, match="electronic metadata"):
+        m.electronic_structure(at, 298.0)
+    dens = _model(channels=1, field="density")
+    with pytest.raises(ModelError, match="not the LDOS"):
+        dens.predict_ldos(Atoms("Al", cell=[4.04] * 3, pbc=True))
+
+
+# --------------------------------------------------------------------------- end to end on real GPAW labels
+@pytest.fixture(scope="module")
+def al_ldos_set(tmp_path_factory):
+    """Three Al4 snapshots labelled by gpaw-ldos on a coarse setting (ecut 150 eV, 2x2x2 k, a 12^3 grid, a
+    0.1 eV energy grid): about 10 s."""
+    pytest.importorskip("gpaw", reason="GPAW is installed by `make dft` (part of `make test`)")
+    from ednn.atoms.bulk import aluminium_snapshots
+    from ednn.atoms.labellers.ldos import GpawLdosLabeller
+    from ednn.data import DatasetWriter, label_dataset
+    from ednn.electronic import EnergyGrid
+
+    d = tmp_path_factory.mktemp("ldos")
+    with DatasetWriter(d / "raw.h5") as w:
+        for at in aluminium_snapshots(3, size=1, temperature=600.0, seed=21):
+            w.append(at)
+    grid = EnergyGrid(start=-5.0, spacing=0.1, n=150)
+    lab = GpawLdosLabeller(temperature=600.0, energy_grid=grid, ecut=150.0, kpts=(2, 2, 2), grid_spacing=4.04 / 12)
+    label_dataset(d / "raw.h5", d / "al.h5", lab)
+    return d / "al.h5", grid
+
+
+def _ldos_config(data, out, epochs=4):
+    return {"data": {"train": [str(data)], "targets": ["ldos"], "val_fraction": 0.34, "test_fraction": 0.0},
+            "grid": {"species": ["Al"], "dim": 3, "spacing": 4.04 / 6, "sigma": 0.6, "cutoff": 3.0, "focus": 3},
+            "model": {"layers": 2, "kernel": 3, "filters": 6, "readout": [8], "upsample": 2, "vacuum_zero": False,
+                      "field_scale": "field"},
+            "train": {"epochs": epochs, "batch_size": 1, "progress": False, "deterministic": True},
+            "out": str(out), "seed": 1}
+
+
+def test_ldos_model_trains_on_gpaw_labels_resumes_and_evaluates(al_ldos_set, tmp_path):
+    """`ednn train` on an LDOS dataset: the model predicts on the DFT grid (2x its image), remembers the energy
+    grid and valence, conserves electrons; stopping and resuming gives the weights of an uninterrupted run;
+    `evaluate` reports the physics and refuses an LDOS on another energy grid."""
+    from ednn.data import Dataset, DatasetWriter
+    from ednn.errors import DatasetError
+    from ednn.train import train
+    from ednn.workflows.evaluate import evaluate
+
+    path, grid = al_ldos_set
+    full = train(_ldos_config(path, tmp_path / "full", epochs=4))
+    assert full.meta["electronic"]["valence"] == {"13": pytest.approx(3.0)}
+    assert full.meta["electronic"]["energy_grid"] == grid.to_dict()
+    with Dataset(path) as ds:
+        at, label = ds[0], ds.target("ldos", 0)
+    pred = full.predict_ldos(at)
+    assert pred.shape == label.shape == (12, 12, 12, grid.n)
+    es = full.electronic_structure(at, 600.0)
+    assert es["n_electrons"] == pytest.approx(12.0, rel=1e-9)
+    assert es["density"].sum() * es["voxel_volume"] == pytest.approx(12.0, rel=1e-6)
+    # a crash in epoch 3, then resume: bit-identical to the uninterrupted run
+    from ednn.train import Callback
+
+    class Crash(Exception):
+        pass
+
+    class CrashAt(Callback):
+        def on_batch_end(self, step, logs=None):
+            if len(self.trainer.history) == 2 and step == 1:
+                raise Crash()
+
+    cfg = _ldos_config(path, tmp_path / "crashed", epochs=4)
+    with pytest.raises(Crash):
+        train(cfg, callbacks=[CrashAt()])
+    resumed = train(cfg, resume=True)
+    for wa, wb in zip(full.network.get_weights(), resumed.network.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    # evaluate: physics metrics beside the dataset-mean baseline, DOS and density figures
+    m = evaluate(str(tmp_path / "full" / "model"), str(path), str(tmp_path / "ev"))
+    s = m["electronic"]["summary"]
+    assert set(s) >= {"band_energy_meV_per_atom", "fermi_level_meV", "density_mape_pct"}
+    assert all(np.isfinite(v["mae"]) and np.isfinite(v["baseline_mae"]) for v in s.values())
+    assert abs(s["electrons_pct"]["mae"]) < 1e-4
+    assert (tmp_path / "ev" / "dos.png").exists() and (tmp_path / "ev" / "density.png").exists()
+    # the same records on an energy grid of 140 points: refused with both grids named
+    other = tmp_path / "other.h5"
+    shorter = {"start": grid.start, "spacing": grid.spacing, "n": grid.n - 10}
+    with Dataset(path) as ds, DatasetWriter(other, metadata={**ds.metadata, "energy_grid": shorter}) as w:
+        for i in range(len(ds)):
+            info = {**ds.info(i), "energy_grid": shorter}
+            w.append(ds[i], info=info, targets={"ldos": ds.target("ldos", i)[..., :-10],
+                                                "density": ds.target("density", i)})
+    with pytest.raises(DatasetError, match="another|energy grid"):
+        evaluate(str(tmp_path / "full" / "model"), str(other), str(tmp_path / "ev2"))

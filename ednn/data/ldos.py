@@ -38,7 +38,7 @@ from ..electronic import (
 from ..errors import DatasetError, InputError
 from .reader import Dataset
 
-__all__ = ["check_electronic_targets", "validate_ldos_dataset", "validate_record", "TOLERANCES"]
+__all__ = ["check_electronic_targets", "validate_ldos_dataset", "validate_record", "ldos_metadata", "TOLERANCES"]
 
 #: Tolerances of the data checks (issue 12): relative electron count, relative DOS (max over the window,
 #: relative to the DOS maximum), Fermi level (eV), density mean absolute percentage error (%).
@@ -250,3 +250,52 @@ def _validate_density_only(ds: Dataset, path: Any, on_record: Any) -> dict[str, 
             "records": records, "ok": all(r["ok"] for r in records),
             "worst": {"electrons_rel": max(r["electrons_rel"] for r in records),
                       "density_min": min(r["density_min"] for r in records)}}
+
+
+def ldos_metadata(paths: str | os.PathLike | list) -> dict[str, Any]:
+    """What a model trained on the LDOS of ``paths`` must remember to turn its predictions into physics.
+
+    Returns
+    -------
+    dict
+        ``energy_grid`` (the one grid every file shares), ``broadening_eV``, ``valence`` (electrons per
+        element, ``{"13": 3.0}``, solved from the records' electron counts and compositions and checked to
+        reproduce every count to 1e-6), and ``electronic_temperatures_K`` (of the labels).
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    grid = None
+    widths, temps, counts, n_el = set(), set(), [], []
+    species: list[int] = []
+    rows = []
+    for p in paths:
+        with Dataset(p) as ds:
+            g = ds.metadata.get("energy_grid")
+            if g is None:
+                raise DatasetError(f"{p} has no energy_grid in its metadata: it is not an ednn LDOS dataset "
+                                   "(make it with the gpaw-ldos labeller)")
+            g = EnergyGrid.from_dict(g)
+            if grid is not None and g != grid:
+                raise DatasetError(f"{p} has the energy grid {g.to_dict()} but {paths[0]} has {grid.to_dict()}; "
+                                   "an LDOS model needs one energy grid: relabel, or train on one grid's files")
+            grid = g
+            for i in range(len(ds)):
+                info = ds.info(i)
+                if "n_electrons" not in info:
+                    raise DatasetError(f"{p} record {i} has no n_electrons in its info; relabel it with gpaw-ldos")
+                z = ds.numbers(i)
+                rows.append(np.bincount(z, minlength=119))
+                n_el.append(float(info["n_electrons"]))
+                temps.add(float(info.get("electronic_temperature_K", math.nan)))
+                widths.add(float(info.get("broadening_eV", math.nan)))
+    if not rows:
+        raise DatasetError(f"{paths} hold no records")
+    counts = np.array(rows, dtype=np.float64)
+    species = [int(z) for z in np.flatnonzero(counts.sum(0))]
+    a = counts[:, species]
+    val, *_ = np.linalg.lstsq(a, np.array(n_el), rcond=None)
+    if np.abs(a @ val - np.array(n_el)).max() > 1e-6:
+        raise DatasetError(f"the electron counts of {paths} are not a fixed number of valence electrons per "
+                           "element (charged cells, or several setups?); ednn's LDOS models need neutral cells")
+    return {"energy_grid": grid.to_dict(), "broadening_eV": sorted(widths)[0] if len(widths) == 1 else sorted(widths),
+            "valence": {str(z): float(v) for z, v in zip(species, val, strict=True)},
+            "electronic_temperatures_K": sorted(temps)}

@@ -26,7 +26,7 @@ from ..config import normalize_model_config
 from ..errors import GridError, ModelError
 from ..image.pipeline import n_metric
 
-__all__ = ["build_network", "n_outputs"]
+__all__ = ["build_network", "n_outputs", "output_layer"]
 
 
 def n_outputs(model_config: dict[str, Any], dim: int) -> int:
@@ -34,6 +34,17 @@ def n_outputs(model_config: dict[str, Any], dim: int) -> int:
     ``upsample**dim`` sub-voxels for fields finer than the image."""
     cfg = normalize_model_config(model_config)
     return int(cfg["energy"]) + sum(cfg["fields"].values()) * int(cfg["upsample"]) ** int(dim)
+
+
+def output_layer(net):
+    """The last (linear, 1x1) layer of a density-head network, inside the vacuum wrapper if there is one."""
+    for layer in net.layers:
+        if layer.name == "density":
+            return layer
+        trunk = getattr(layer, "trunk", None)
+        if trunk is not None:
+            return output_layer(trunk)
+    raise ValueError("the network has no 'density' output layer (a dense-head network?)")
 
 
 def _activation(name: str):

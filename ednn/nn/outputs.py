@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, ModelError
+from ..errors import ConfigError, InputError, ModelError
 from ..properties import ENERGY, Property, get_property, register
 
 __all__ = ["fit_references", "EnergyOutput", "FieldOutput", "build_outputs"]
@@ -168,16 +168,32 @@ class FieldOutput:
             raise InputError(f"{where}per-voxel target {self.name!r} contains NaN or inf")
         return t
 
-    def fit(self, targets: Sequence[np.ndarray]) -> None:
-        """Scale per channel: the RMS of the training labels over all their voxels (1 where it is 0)."""
+    def fit(self, targets: Sequence[np.ndarray], mode: str = "channel") -> None:
+        """Scale per channel: the RMS of the training labels over all their voxels (1 where it is 0); with
+        ``mode="field"`` one RMS over all voxels and channels, the same for every channel."""
         sq = np.zeros(self.channels)
         n = 0
         for t in targets:
             t = np.asarray(t, dtype=np.float64).reshape(-1, self.channels)
             sq += (t * t).sum(0)
             n += t.shape[0]
+        if mode == "field":
+            sq = np.full(self.channels, sq.sum() / self.channels)
+        elif mode != "channel":
+            raise ConfigError(f"field scale mode must be 'channel' or 'field', got {mode!r}")
         rms = np.sqrt(sq / max(n, 1))
         self.scale = np.where(rms > 1e-12, rms, 1.0)
+
+    def mean_network(self, targets: Sequence[np.ndarray]) -> np.ndarray:
+        """The mean training label in network units, per network channel (the output bias that makes an
+        untrained network predict the training-mean field: training then learns the deviation from it)."""
+        s = np.zeros(self.channels)
+        n = 0
+        for t in targets:
+            t = np.asarray(t, dtype=np.float64).reshape(-1, self.channels)
+            s += t.sum(0)
+            n += t.shape[0]
+        return np.tile(s / max(n, 1) / self.scale, self.sub_voxels)
 
     def to_network(self, target: np.ndarray) -> np.ndarray:
         """Label ``(fine..., channels)`` -> network units ``(image..., net_channels)`` (space to depth)."""
@@ -223,6 +239,9 @@ def build_outputs(model_config: dict[str, Any], n_species: int, saved: dict[str,
         energy = EnergyOutput(refs, 1.0 if e is None else float(e["scale"]))
         start = 1
     fields: dict[str, FieldOutput] = {}
+    if int(model_config.get("upsample", 1)) > 1 and not model_config["fields"]:
+        raise ConfigError(f"model.upsample = {model_config['upsample']} refines per-voxel fields, but the model has "
+                          "none; leave it at 1 or add a per-voxel target to data.targets")
     for name, ch in model_config["fields"].items():
         f = (saved.get("fields") or {}).get(name)
         if f is not None:

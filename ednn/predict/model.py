@@ -375,6 +375,25 @@ class EnergyModel:
             raise InputError(f"method must be 'auto', 'whole', 'tiles' or 'stream', got {method!r}")
         return f.from_network(y)
 
+    def predict_ldos(self, atoms: Any, method: str = "auto") -> np.ndarray:
+        """The LDOS ``(N1, N2, N3, n_E)`` in 1/(eV A^3) (:func:`ednn.predict.electronic.predict_ldos`)."""
+        from .electronic import predict_ldos  # noqa: PLC0415
+
+        return predict_ldos(self, atoms, method)
+
+    def predict_density(self, atoms: Any, temperature: float) -> np.ndarray:
+        """The electron density (1/A^3) from the LDOS at electronic temperature ``temperature`` (K)."""
+        from .electronic import predict_density  # noqa: PLC0415
+
+        return predict_density(self, atoms, temperature)
+
+    def electronic_structure(self, atoms: Any, temperature: float) -> dict[str, Any]:
+        """DOS, Fermi level, band energy, -TS, electrons and density at ``temperature`` (K) from the
+        predicted LDOS (:func:`ednn.predict.electronic.electronic_structure`)."""
+        from .electronic import electronic_structure  # noqa: PLC0415
+
+        return electronic_structure(self, atoms, temperature)
+
     def _tiled_outputs(self, atoms: Any) -> np.ndarray:
         g = self.grid
         img, _ = self.image(atoms)

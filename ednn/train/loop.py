@@ -97,7 +97,17 @@ def fit(model: EnergyModel, train_set: TrainSet, val_set: TrainSet | None = None
         if model.energy_output is not None:
             model.energy_output.fit(train_set.counts, train_set.energies, train_set.n_atoms)
         for k, f in model.fields.items():
-            f.fit(train_set.fields[k])
+            f.fit(train_set.fields[k], model.model_config["field_scale"])
+        if model.fields and not model.model_config["vacuum_zero"]:
+            # start from the training-mean field (the bias of the linear output layer); with vacuum_zero the
+            # output on empty space is subtracted, so a constant offset would cancel and fields start at 0
+            from ..nn.network import output_layer  # noqa: PLC0415
+
+            layer = output_layer(model.network)
+            kernel, bias = layer.get_weights()
+            for k, f in model.fields.items():
+                bias[f.start : f.stop] = f.mean_network(train_set.fields[k])
+            layer.set_weights([kernel, bias])
     if cfg["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     tr = Trainer(model, cfg, seed, backend, out)

@@ -21,7 +21,7 @@ from ..data import split_indices
 from ..errors import ConfigError, DatasetError
 from ..image.grid import GridSpec, species_from
 from ..predict.model import EnergyModel
-from ..properties import ENERGY
+from ..properties import ENERGY, LDOS
 from .callbacks import Callback, _atomic_write_text
 from .loop import fit, get_run_backend, seed_everything
 from .sets import _numbers_holder, load_forces, load_structures, load_targets, structures_to_set
@@ -132,6 +132,7 @@ def train(config: str | dict[str, Any] | None = None, resume: bool = False, stru
     use_energy = ENERGY.key in d["targets"]
     voxel = [k for k in d["targets"] if k != ENERGY.key]
     use_forces = t["force_weight"] > 0
+    structures_from_files = structures is None
     if structures is None:
         if not d["train"]:
             raise ConfigError("data.train is not set: give the path of a labelled dataset (HDF5 or extxyz)")
@@ -179,6 +180,10 @@ def train(config: str | dict[str, Any] | None = None, resume: bool = False, stru
     cfg["model"] = model_cfg
     grid = make_grid(cfg["grid"], structures, model_cfg)
     model = EnergyModel.create(model_cfg, grid, seed=cfg["seed"])
+    if LDOS.key in voxel and d["train"] and structures_from_files:  # the physics that turns the LDOS into energies
+        from ..data.ldos import ldos_metadata  # noqa: PLC0415
+
+        model.meta["electronic"] = ldos_metadata(d["train"])
     prog = t["progress"] and backend.is_chief
     ts = structures_to_set(model, pick(structures, tr_idx), None if energies is None else energies[tr_idx],
                            progress=prog, desc="rasterize train", forces=pick(forces, tr_idx),

@@ -193,8 +193,20 @@ def images_to_set(model: EnergyModel, images: Sequence[np.ndarray], energies: Se
     return TrainSet(inputs, energies, npix[:, None], npix)
 
 
-def load_structures(path: str, need_energy: bool = True) -> tuple[list[Any], np.ndarray | None]:
-    """Structures and energies from an HDF5 dataset (ednn.data) or any file ase.io reads."""
+def _concat(paths: Sequence[str], load) -> list:
+    return [load(p) for p in paths]
+
+
+def load_structures(path: str | Sequence[str], need_energy: bool = True) -> tuple[list[Any], np.ndarray | None]:
+    """Structures and energies from an HDF5 dataset (ednn.data) or any file ase.io reads (or a list of
+    such paths, concatenated in order)."""
+    if not isinstance(path, str):
+        parts = _concat(path, lambda p: load_structures(p, need_energy))
+        if need_energy or all(E is not None for _, E in parts):
+            E = np.concatenate([E for _, E in parts])
+        else:
+            E = None
+        return [s for st, _ in parts for s in st], E
     if not os.path.exists(path):
         raise DatasetError(f"dataset file {path!r} does not exist; build it first (e.g. `make data` or `ednn gen`)")
     if path.endswith((".h5", ".hdf5")):
@@ -221,8 +233,10 @@ def load_structures(path: str, need_energy: bool = True) -> tuple[list[Any], np.
     return atoms, E
 
 
-def load_forces(path: str) -> list[np.ndarray]:
+def load_forces(path: str | Sequence[str]) -> list[np.ndarray]:
     """Reference forces (eV/A) of every structure of a dataset, in the order of :func:`load_structures`."""
+    if not isinstance(path, str):
+        return [f for part in _concat(path, load_forces) for f in part]
     if path.endswith((".h5", ".hdf5")):
         with Dataset(path) as ds:
             out = [ds.forces(i) for i in range(len(ds))]
@@ -242,8 +256,11 @@ def load_forces(path: str) -> list[np.ndarray]:
 
 
 
-def load_targets(path: str, names: Sequence[str]) -> dict[str, list[np.ndarray]]:
+def load_targets(path: str | Sequence[str], names: Sequence[str]) -> dict[str, list[np.ndarray]]:
     """Per-voxel targets ``names`` of every record of an ednn HDF5 dataset (``targets/<name>``)."""
+    if not isinstance(path, str):
+        parts = _concat(path, lambda p: load_targets(p, names))
+        return {k: [a for part in parts for a in part[k]] for k in names}
     if not path.endswith((".h5", ".hdf5")):
         raise DatasetError(f"per-voxel targets {list(names)} need an ednn HDF5 dataset (targets/<name>); "
                            f"{path!r} is not one (convert it with `ednn gen convert`)")

@@ -220,6 +220,8 @@ def evaluate(model_path: str, data: str, out: str, fmt: str = "png") -> dict[str
         m.update(_energy_metrics(model, data, structs, E, out, fmt))
     if model.fields:
         m["fields"] = field_metrics(model, data, structs)
+        if "ldos" in model.fields and model.meta.get("electronic"):
+            m["electronic"] = ldos_metrics(model, data, structs, out, fmt)
     log = os.path.join(os.path.dirname(os.path.abspath(model_path)), "log.json")
     if os.path.exists(log):
         learning_curve(log, os.path.join(out, f"learning_curve.{fmt}"))
@@ -261,17 +263,83 @@ def _energy_metrics(model, data: str, structs: list, E: np.ndarray, out: str, fm
     return m
 
 
+def ldos_metrics(model, data: str, structs: list, out: str, fmt: str = "png") -> dict[str, Any]:
+    """An LDOS model on a labelled dataset, in physical units: per record and on average the band energy
+    (meV/atom), Fermi level (meV), -TS (meV/atom), density MAPE (%) and electrons (%), each at the record's
+    electronic temperature against the same physics on the DFT label; beside them the training-free baseline
+    of the dataset's mean LDOS at every voxel. Writes ``dos.<fmt>`` and ``density.<fmt>`` (first record)."""
+    from ..plots import density_slice_plot, dos_plot  # noqa: PLC0415
+    from ..predict.electronic import energy_grid, ldos_errors  # noqa: PLC0415
+
+    check_energy_grid(model, data)
+    labels = load_targets(data, ["ldos"])["ldos"]
+    with Dataset(data) as ds:
+        infos = [ds.info(i) for i in range(len(ds))]
+    mean = np.mean(np.concatenate([np.asarray(a, np.float64).reshape(-1, a.shape[-1]) for a in labels]), axis=0)
+    keys = ("band_energy_meV_per_atom", "fermi_level_meV", "entropy_term_meV_per_atom", "density_mape_pct",
+            "electrons_pct", "ldos_rmse")
+    rows, base = [], []
+    for i, (s, lab) in enumerate(zip(structs, labels, strict=True)):
+        atoms = _as_atoms(s)
+        t_e = float(infos[i].get("electronic_temperature_K", 298.0))
+        pred = model.predict_ldos(atoms)
+        r = ldos_errors(model, atoms, lab, t_e, ldos=pred)
+        b = ldos_errors(model, atoms, lab, t_e, ldos=np.broadcast_to(mean, np.shape(lab)))
+        rows.append({"record": i, "n_atoms": len(atoms), "electronic_temperature_K": t_e,
+                     **{k: r[k] for k in keys}, "negative_fraction": r["negative_fraction"]})
+        base.append({k: b[k] for k in keys})
+        if i == 0:
+            dos_plot(energy_grid(model).energies, {"DFT": r["dos_true"], "ednn": r["dos_pred"],
+                                                   "dataset-mean LDOS": b["dos_pred"]},
+                     os.path.join(out, f"dos.{fmt}"), n_atoms=len(atoms), fermi_level=r["fermi_level_true"],
+                     title=f"{os.path.basename(data)} record 0")
+            from ..electronic import electronic_properties  # noqa: PLC0415
+            from ..predict.electronic import predict_density  # noqa: PLC0415
+
+            dv = abs(atoms.cell.volume) / np.prod(np.shape(lab)[:-1])
+            rho_t = electronic_properties(energy_grid(model), t_e, float(infos[i].get("n_electrons", 0)) or None,
+                                          ldos=lab, voxel_volume=dv, mu=r["fermi_level_true"])["density"]
+            density_slice_plot({"DFT": rho_t, "ednn": predict_density(model, atoms, t_e, ldos=pred)},
+                               os.path.join(out, f"density.{fmt}"), title="density, slice z = 0")
+    summ = {k: {"mae": float(np.mean([abs(r[k]) for r in rows])), "max": float(np.max([abs(r[k]) for r in rows])),
+                "baseline_mae": float(np.mean([abs(b[k]) for b in base]))} for k in keys}
+    return {"n_records": len(rows), "summary": summ, "records": rows,
+            "baseline": "the dataset's mean LDOS at every voxel"}
+
+
+def _as_atoms(s: Any):
+    if hasattr(s, "positions"):
+        return s
+    from ase import Atoms  # noqa: PLC0415
+
+    return Atoms(numbers=s[1], positions=s[0], cell=s[2], pbc=s[3])
+
+
+def check_energy_grid(model, data: str) -> None:
+    """DatasetError when an LDOS model meets a dataset on another energy grid (channels would be other energies)."""
+    e = model.meta.get("electronic")
+    if "ldos" not in model.fields or e is None or not str(data).endswith((".h5", ".hdf5")):
+        return
+    with Dataset(data) as ds:
+        theirs = ds.metadata.get("energy_grid")
+    if theirs is not None and theirs != e["energy_grid"]:
+        raise DatasetError(f"the LDOS of {data} is on the energy grid {theirs}, but the model predicts it on "
+                           f"{e['energy_grid']}: the channels would be other energies. Evaluate on data labelled "
+                           "with the model's energy grid (gpaw-ldos energy_grid=...) or train a model on this one")
+
+
 def field_metrics(model, data: str, structs: list) -> dict[str, dict[str, Any]]:
     """Per field of the model: MAE, RMSE and max error over all voxels and channels (the field's unit),
     beside the error of predicting the data's mean value everywhere."""
     out: dict[str, dict[str, Any]] = {}
+    check_energy_grid(model, data)
     labels = load_targets(data, list(model.fields))
     for name, f in model.fields.items():
         err = []
         ref = []
         for i, s in enumerate(structs):
             pred = model.predict_field(s, name)
-            t = f.check(labels[name][i], pred.shape[:-1], where=f"record {i}: ")
+            t = f.check(labels[name][i], tuple(n // f.factor for n in pred.shape[:-1]), where=f"record {i}: ")
             err.append((pred - t).ravel())
             ref.append(np.asarray(t, np.float64).ravel())
         e, r = np.concatenate(err), np.concatenate(ref)
