@@ -361,3 +361,27 @@ def test_bad_inputs():
         electronic_properties(grid, 300.0, 1.0)
     with pytest.raises(InputError, match="voxel_volume"):
         electronic_properties(grid, 300.0, 1.0, ldos=np.ones((2, grid.n)))
+
+
+def test_rebroaden_composes_gaussian_widths():
+    """A DOS broadened with s1, re-broadened to s2, is the DOS broadened with s2 (widths add in quadrature),
+    away from the window's top; electrons are kept; sharpening and sub-grid extra widths are refused."""
+    from ednn.electronic import broadened_dos, rebroaden
+
+    rng = np.random.default_rng(3)
+    grid = EnergyGrid(start=-6.0, spacing=0.02, n=700)  # to 7.98 eV
+    eig = np.sort(rng.uniform(-4.0, 9.0, size=(1, 3, 40)), axis=-1)
+    w = np.full(eig.shape, 2.0 / 3)
+    s1, s2 = 0.04, 0.15
+    d1 = broadened_dos(eig, w, grid, s1)
+    d2 = broadened_dos(eig, w, grid, s2)
+    got = rebroaden(d1, grid, s1, s2)
+    inner = grid.energies < grid.stop - 4 * s2
+    assert np.abs(got - d2)[inner].max() < 1e-4 * d2.max()
+    assert got[inner].sum() == pytest.approx(d2[inner].sum(), rel=1e-4)
+    ldos = np.stack([d1, 2 * d1])  # works on any leading axes
+    np.testing.assert_allclose(rebroaden(ldos, grid, s1, s2)[1], 2 * got, rtol=1e-12)
+    with pytest.raises(InputError, match="sharpen"):
+        rebroaden(d1, grid, s2, s1)
+    with pytest.raises(InputError, match="spacing"):
+        rebroaden(d1, grid, s1, 0.041)

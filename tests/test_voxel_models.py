@@ -246,3 +246,28 @@ def test_ldos_model_trains_on_gpaw_labels_resumes_and_evaluates(al_ldos_set, tmp
                                                 "density": ds.target("density", i)})
     with pytest.raises(DatasetError, match="another|energy grid"):
         evaluate(str(tmp_path / "full" / "model"), str(other), str(tmp_path / "ev2"))
+
+
+def test_broaden_dataset_keeps_the_data_checks(al_ldos_set, tmp_path):
+    """`ednn ldos broaden`: every LDOS re-broadened (0.1 -> 0.3 eV), the top of the window dropped where
+    states above it would be missing; the copy's DOS still equals the eigenvalue DOS at the new width."""
+    import subprocess
+    import sys
+
+    from ednn.data import Dataset
+    from ednn.data.ldos import validate_ldos_dataset
+
+    path, grid = al_ldos_set
+    out = tmp_path / "wide.h5"
+    res = subprocess.run([sys.executable, "-m", "ednn.cli", "ldos", "broaden", str(path), "-o", str(out),
+                          "--width", "0.3", "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    with Dataset(out) as ds:
+        drop = ds.metadata["rebroadened"]["top_points_dropped"]
+        assert drop == int(np.ceil(4 * np.sqrt(0.3**2 - 0.1**2) / np.sqrt(2) / 0.1))
+        assert ds.metadata["energy_grid"]["n"] == grid.n - drop
+        assert ds.target("ldos", 0).shape[-1] == grid.n - drop and ds.info(0)["broadening_eV"] == 0.3
+    rep = validate_ldos_dataset(out)
+    # 2e-4, not the check's 1e-4: the source's Gaussians (s = dE) are sampled at their own width, and the
+    # discrete convolution carries their aliasing, ~2 exp(-pi^2) = 1e-4 of the maximum
+    assert all(r["dos_rel"] < 2e-4 for r in rep["records"]), [r["dos_rel"] for r in rep["records"]]

@@ -38,7 +38,8 @@ from ..electronic import (
 from ..errors import DatasetError, InputError
 from .reader import Dataset
 
-__all__ = ["check_electronic_targets", "validate_ldos_dataset", "validate_record", "ldos_metadata", "TOLERANCES"]
+__all__ = ["check_electronic_targets", "validate_ldos_dataset", "validate_record", "ldos_metadata", "broaden_dataset",
+           "TOLERANCES"]
 
 #: Tolerances of the data checks (issue 12): relative electron count, relative DOS (max over the window,
 #: relative to the DOS maximum), Fermi level (eV), density mean absolute percentage error (%).
@@ -299,3 +300,52 @@ def ldos_metadata(paths: str | os.PathLike | list) -> dict[str, Any]:
     return {"energy_grid": grid.to_dict(), "broadening_eV": sorted(widths)[0] if len(widths) == 1 else sorted(widths),
             "valence": {str(z): float(v) for z, v in zip(species, val, strict=True)},
             "electronic_temperatures_K": sorted(temps)}
+
+
+def broaden_dataset(src: str | os.PathLike, dst: str | os.PathLike, width: float, progress: bool = False) -> dict:
+    """Copy an LDOS dataset with every LDOS re-broadened to ``width`` eV (:func:`ednn.electronic.rebroaden`).
+
+    Why: with a narrow broadening the LDOS of a small cell is a comb of k-point peaks that no local model
+    can predict; a wider one keeps the physics (the band-energy and Fermi-level biases are reported by
+    ``ednn ldos check``) and leaves a smooth target. Each record's ``broadening_eV`` becomes ``width``, so
+    the data checks (the DOS against the eigenvalue DOS at that width) still apply. The wider Gaussians
+    near the window's top would need states above it, so the energy grid loses its top
+    ``ceil(4 sigma / dE)`` points (sigma = the extra width / sqrt 2): the copy's grid is the source's,
+    shorter. Resumable and kill-safe like every dataset writer: rerun to continue.
+    """
+    from ..electronic import rebroaden  # noqa: PLC0415
+    from .writer import DatasetWriter  # noqa: PLC0415
+
+    with Dataset(src) as ds:
+        if "ldos" not in ds.target_names:
+            raise DatasetError(f"{src} has no 'ldos' target to broaden")
+        grid = EnergyGrid.from_dict(ds.metadata["energy_grid"])
+        meta = {k: v for k, v in ds.metadata.items() if k != "created"}  # the writer stamps its own
+        old = {float(ds.info(i)["broadening_eV"]) for i in range(len(ds))}
+        if len(old) != 1:
+            raise DatasetError(f"{src} mixes broadenings {sorted(old)}; broaden one width at a time")
+        s0 = old.pop()
+        extra = math.sqrt(max(float(width) ** 2 - s0**2, 0.0))
+        crop = int(math.ceil(4.0 * extra / math.sqrt(2.0) / grid.spacing - 1e-9))
+        if crop >= grid.n - 1:
+            raise InputError(f"broadening to {width} eV would leave no energy window (it spans {grid.n} points)")
+        new_grid = EnergyGrid(start=grid.start, spacing=grid.spacing, n=grid.n - crop)
+        meta["energy_grid"] = new_grid.to_dict()
+        meta["rebroadened"] = {"from_eV": s0, "to_eV": float(width), "source": os.path.basename(os.fspath(src)),
+                               "top_points_dropped": crop}
+        with DatasetWriter(dst, metadata=meta) as w:
+            it = range(len(w), len(ds))
+            if progress:
+                from tqdm import tqdm  # noqa: PLC0415
+
+                it = tqdm(it, desc="broaden", leave=False)
+            for i in it:
+                info = ds.info(i)
+                targets = {k: ds.target(k, i) for k in ds.target_names}
+                targets["ldos"] = rebroaden(targets["ldos"], grid, s0, width)[..., : new_grid.n].astype(np.float32)
+                w.append(ds[i], energy=ds.energies[i] if ds.has_energy else None,
+                         forces=ds.forces(i) if ds.has_forces else None, stress=ds.stress(i),
+                         info={**info, "broadening_eV": float(width), "energy_grid": new_grid.to_dict()},
+                         targets=targets)
+            n = len(w)
+    return {"n_records": n, "width_eV": float(width)}
