@@ -43,7 +43,8 @@ TRANSFER_FILES = ["al32g_298K_Te298.h5", "al32g_933K_Te298.h5"]
 T_E = 298.0
 
 #: ednn variants: model-config overrides (each trained for the same budget)
-VARIANTS = {"ednn": {"field_scale": "field"}, "ednn_channel": {"field_scale": "channel"}}
+VARIANTS = {"ednn": {"field_scale": "field"}, "ednn_channel": {"field_scale": "channel"},
+            "ednn_b1": {"field_scale": "field", "train": {"batch_size": 1, "learning_rate": 1e-3}}}
 #: LDOS broadening of the training targets (eV): the labels' 25 meV re-broadened (``ednn ldos broaden``)
 WIDTH = 0.1
 
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "runs" / "ldos_model"))
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--variants", nargs="*", default=["ednn"], help=f"ednn variants (of {list(VARIANTS)})")
+    ap.add_argument("--no-mlp", action="store_true", help="skip the MLP baseline")
+    ap.add_argument("--results", default="ldos_model", help="name of the JSON/PNG in experiments/results")
     args = ap.parse_args(argv)
     from ednn.data.ldos import broaden_dataset
 
@@ -115,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     models, t_train, cfgs = {}, {}, {}
     for name in args.variants:
         cfg = json.loads(json.dumps(CONFIG))
-        cfg["model"].update(VARIANTS[name])
+        over = dict(VARIANTS[name])
+        cfg["train"].update(over.pop("train", {}))
+        cfg["model"].update(over)
         cfg["data"]["train"] = files
         cfg["out"] = os.path.join(args.out, name)
         cfg["train"]["max_time_s"] = 60 * args.minutes
@@ -144,11 +149,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # baselines on the training voxels
     mean_ldos = np.mean(np.concatenate([r[1].reshape(-1, grid.n) for r in tr]), axis=0)
-    feats = np.concatenate([local_features(r[0], r[1].shape[:3]) for r in tr])
-    ys = np.concatenate([r[1].reshape(-1, grid.n) for r in tr])
-    t0 = time.time()
-    mlp, mlp_epochs = train_mlp(feats, ys, args.minutes)
-    t_train["mlp"] = time.time() - t0
+    if not args.no_mlp:
+        feats = np.concatenate([local_features(r[0], r[1].shape[:3]) for r in tr])
+        ys = np.concatenate([r[1].reshape(-1, grid.n) for r in tr])
+    mlp, mlp_epochs = None, 0
+    if not args.no_mlp:
+        t0 = time.time()
+        mlp, mlp_epochs = train_mlp(feats, ys, args.minutes)
+        t_train["mlp"] = time.time() - t0
 
     keys = ("band_energy_meV_per_atom", "fermi_level_meV", "entropy_term_meV_per_atom", "density_mape_pct",
             "electrons_pct", "ldos_rmse", "negative_fraction")
@@ -157,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         n_e = float(info["n_electrons"])
         row = {"role": role, "n_atoms": len(at), "ionic_temperature_K": at.info.get("ionic_temperature_K"),
                "fermi_level_gpaw_eV": info["fermi_level_eV"]}
-        preds = {"mean": np.broadcast_to(mean_ldos, ldos.shape),
-                 "mlp": mlp(local_features(at, ldos.shape[:3])).reshape(ldos.shape)}
+        preds = {"mean": np.broadcast_to(mean_ldos, ldos.shape)}
+        if mlp is not None:
+            preds["mlp"] = mlp(local_features(at, ldos.shape[:3])).reshape(ldos.shape)
         for name, m in models.items():
             t1 = time.perf_counter()
             preds[name] = m.predict_ldos(at)
@@ -173,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         row["dos"] = dos
         rows.append(row)
         print(role, {n: round(row[n]["band_energy_meV_per_atom"], 2) for n in preds}, flush=True)
-    names = list(models) + ["mlp", "mean"]
+    names = list(models) + (["mlp"] if mlp is not None else []) + ["mean"]
 
     def summary(role_filter):
         sel = [r for r in rows if role_filter(r)]
@@ -189,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
            "transfer_al32": summary(lambda r: r["role"] != "al4"),
            "records": [{k: v for k, v in r.items() if k != "dos"} for r in rows]}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ldos_model.json").write_text(json.dumps(res, indent=1))
-    plot(rows, grid, RESULTS / "ldos_model.png", names)
+    (RESULTS / f"{args.results}.json").write_text(json.dumps(res, indent=1))
+    plot(rows, grid, RESULTS / f"{args.results}.png", names)
     for key in ("test_al4", "transfer_al32"):
         print(key, json.dumps(res[key], indent=1))
     return 0

@@ -113,6 +113,8 @@ def test_kpoint_mesh_and_defaults():
     assert kpoint_mesh(sheet, 24.0) == (6, 6, 1)
     lab = get_labeller("gpaw-ldos", temperature=933)
     assert lab.settings["electronic_temperature_K"] == 933.0 and lab.settings["energy_grid"]["n"] == 580
+    # the converged default (band energy of Al32 within 2 meV/atom of the next mesh): 10^3 for Al4, 5^3 for Al32
+    assert lab.mesh(al4) == (10, 10, 10) and lab.mesh(al4.repeat(2)) == (5, 5, 5)
 
 
 # ----------------------------------------------------------------------------- bad input

