@@ -271,3 +271,17 @@ def test_broaden_dataset_keeps_the_data_checks(al_ldos_set, tmp_path):
     # 2e-4, not the check's 1e-4: the source's Gaussians (s = dE) are sampled at their own width, and the
     # discrete convolution carries their aliasing, ~2 exp(-pi^2) = 1e-4 of the maximum
     assert all(r["dos_rel"] < 2e-4 for r in rep["records"]), [r["dos_rel"] for r in rep["records"]]
+
+
+def test_2d_field_model_refuses_a_bulk_cell_and_3d_refuses_a_sheet():
+    from ednn.atoms import structures as st
+
+    g2 = GridSpec(species=(13,), spacing=0.5, sigma=0.5, focus=4, context=2)
+    m2 = EnergyModel.create({"layers": 2, "filters": 4, "energy": False, "fields": {"density": 1}}, g2)
+    with pytest.raises(InputError, match="2D system without vacuum.*dim=3"):
+        m2.predict_field(bulk("Al", "fcc", a=4.04, cubic=True))
+    m3 = _model(channels=1, field="density")
+    sheet = st.graphene(2, 2)
+    sheet.numbers[:] = 13
+    with pytest.raises(InputError, match="3D grid needs a cell periodic in all three.*dim=2"):
+        m3.predict_field(sheet)
