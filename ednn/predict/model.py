@@ -387,12 +387,13 @@ class EnergyModel:
 
         return predict_density(self, atoms, temperature)
 
-    def electronic_structure(self, atoms: Any, temperature: float) -> dict[str, Any]:
+    def electronic_structure(self, atoms: Any, temperature: float, ldos: np.ndarray | None = None) -> dict[str, Any]:
         """DOS, Fermi level, band energy, -TS, electrons and density at ``temperature`` (K) from the
-        predicted LDOS (:func:`ednn.predict.electronic.electronic_structure`)."""
+        predicted LDOS, or from ``ldos`` if given (an earlier ``predict_ldos`` of the same structure:
+        several temperatures without predicting again; :func:`ednn.predict.electronic.electronic_structure`)."""
         from .electronic import electronic_structure  # noqa: PLC0415
 
-        return electronic_structure(self, atoms, temperature)
+        return electronic_structure(self, atoms, temperature, ldos=ldos)
 
     def _tiled_outputs(self, atoms: Any) -> np.ndarray:
         g = self.grid
