@@ -380,7 +380,7 @@ def density_slice_plot(fields: dict[str, np.ndarray], path: str, axis: int = 2, 
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(3.3 * n, 3.0), layout="constrained")
-    axes = fig.subplots(1, n)
+    axes = list(fig.subplots(1, n, squeeze=False)[0])
     lo, hi = min(float(s.min()) for s in sl), max(float(s.max()) for s in sl)
     for ax, name, s in zip(axes, names, sl, strict=False):
         im = ax.imshow(s.T, origin="lower", vmin=lo, vmax=hi, cmap="viridis")

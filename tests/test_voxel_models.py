@@ -285,3 +285,29 @@ def test_2d_field_model_refuses_a_bulk_cell_and_3d_refuses_a_sheet():
     sheet.numbers[:] = 13
     with pytest.raises(InputError, match="3D grid needs a cell periodic in all three.*dim=2"):
         m3.predict_field(sheet)
+
+
+def test_ednn_predict_ldos_model_cli(al_ldos_set, tmp_path):
+    """`ednn predict MODEL DATA --temperature T --plots DIR` with an LDOS model: a CSV of mu, band energy, -TS
+    and electrons per structure (the Python API's values), and a DOS and density figure per structure."""
+    import subprocess
+    import sys
+
+    from ednn.data import Dataset
+    from ednn.train import train
+
+    path, _ = al_ldos_set
+    m = train(_ldos_config(path, tmp_path / "run", epochs=2))
+    res = subprocess.run([sys.executable, "-m", "ednn.cli", "predict", str(tmp_path / "run" / "model"), str(path),
+                          "--temperature", "1500", "--plots", str(tmp_path / "plots"), "-o", str(tmp_path / "p.csv")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = (tmp_path / "p.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("index,n_atoms,temperature_K,fermi_level_eV,band_energy_eV") and len(rows) == 4
+    with Dataset(path) as ds:
+        es = m.electronic_structure(ds[1], 1500.0)
+    cols = rows[2].split(",")
+    assert float(cols[3]) == pytest.approx(es["fermi_level"], abs=2e-6)
+    assert float(cols[4]) == pytest.approx(es["band_energy"], abs=2e-6)
+    assert float(cols[7]) == pytest.approx(12.0, rel=1e-6)
+    assert (tmp_path / "plots" / "dos_2.png").exists() and (tmp_path / "plots" / "density_2.png").exists()

@@ -73,9 +73,15 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
         parser.add_argument("--force", action="store_true",
                             help="predict structures outside the model's training domain (species, layers, heights, "
                             "density, neighbour distances) instead of stopping; overlapping atoms still stop")
+        parser.add_argument("--temperature", type=float, default=None, metavar="K",
+                            help="LDOS models: electronic temperature of the derived properties (default: the "
+                                 "labels' temperature)")
+        parser.add_argument("--plots", metavar="DIR", default=None,
+                            help="LDOS models: write dos_<i>.<format> and density_<i>.<format> per structure here")
         parser.add_argument("--zoom", type=int, default=1024, metavar="PX",
                             help="with --map: side of the full-resolution window at the centre drawn beside the "
                             "map and saved as energy_zoom.npy (default 1024; 0: none)")
+        _add_format(parser)
     elif verb == "evaluate":
         parser.add_argument("model", help="model folder (or .zip)")
         parser.add_argument("data", help="labelled dataset (.h5 or extxyz)")
@@ -216,6 +222,43 @@ def _predict_map(model, args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_electronic(model, structs, args: argparse.Namespace) -> int:
+    """``ednn predict`` with an LDOS model: per structure the Fermi level, band energy, -TS and electrons at
+    an electronic temperature (CSV), and with --plots the DOS and a density slice."""
+    from ..plots import density_slice_plot, dos_plot
+    from ..workflows.evaluate import _as_atoms
+
+    t_e = args.temperature
+    if t_e is None:
+        t_e = float(model.meta["electronic"].get("electronic_temperatures_K", [298.0])[0])
+    lines = ["index,n_atoms,temperature_K,fermi_level_eV,band_energy_eV,band_energy_per_atom_eV,entropy_term_eV,"
+             "n_electrons,negative_fraction"]
+    t0 = time.time()
+    for i, s in enumerate(structs):
+        at = _as_atoms(s)
+        es = model.electronic_structure(at, t_e)
+        n = len(at)
+        lines.append(f"{i},{n},{t_e:g},{es['fermi_level']:.6f},{es['band_energy']:.6f},{es['band_energy'] / n:.6f},"
+                     f"{es['entropy_term']:.6f},{es['n_electrons']:.6f},{es['negative_fraction']:.3g}")
+        if args.plots:
+            fmt = args.format
+            dos_plot(es["energies"], {"ednn": es["dos"]}, os.path.join(args.plots, f"dos_{i}.{fmt}"), n_atoms=n,
+                     fermi_level=es["fermi_level"], title=f"structure {i}, T_e = {t_e:g} K")
+            density_slice_plot({"ednn": es["density"]}, os.path.join(args.plots, f"density_{i}.{fmt}"),
+                               title=f"structure {i}: density, slice z = 0")
+    text = "\n".join(lines) + "\n"
+    if args.output:
+        tmp = f"{args.output}.tmp{os.getpid()}"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, args.output)
+    else:
+        sys.stdout.write(text)
+    print(f"{len(structs)} structures: LDOS and electronic structure at {t_e:g} K in {time.time() - t0:.2f} s",
+          file=sys.stderr)
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from ..predict.model import load
     from ..train import load_structures
@@ -226,6 +269,8 @@ def _predict(args: argparse.Namespace) -> int:
         return _predict_map(model, args)
     structs, E = load_structures(args.structures, need_energy=False)
     _check_domain(model, structs, args.force)
+    if getattr(model, "energy_output", True) is None and "ldos" in getattr(model, "fields", {}):
+        return _predict_electronic(model, structs, args)
     t0 = time.time()
     from ..predict.ensemble import Ensemble
 
