@@ -44,7 +44,9 @@ T_E = 298.0
 
 #: ednn variants: model-config overrides (each trained for the same budget)
 VARIANTS = {"ednn": {"field_scale": "field"}, "ednn_channel": {"field_scale": "channel"},
-            "ednn_b1": {"field_scale": "field", "train": {"batch_size": 1, "learning_rate": 1e-3}}}
+            "ednn_b1": {"field_scale": "field", "train": {"batch_size": 1, "learning_rate": 1e-3}},
+            "ednn_b1_int": {"field_scale": "field", "train": {"batch_size": 1, "learning_rate": 1e-3,
+                                                               "field_integral_weight": 100.0}}}
 #: LDOS broadening of the training targets (eV): the labels' 25 meV re-broadened (``ednn ldos broaden``)
 WIDTH = 0.1
 
@@ -98,10 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="*", default=["ednn"], help=f"ednn variants (of {list(VARIANTS)})")
     ap.add_argument("--no-mlp", action="store_true", help="skip the MLP baseline")
     ap.add_argument("--results", default="ldos_model", help="name of the JSON/PNG in experiments/results")
+    ap.add_argument("--train-files", nargs="*", default=TRAIN_FILES,
+                    help="training files (the ionic-temperature transfer: al4_298K_Te298.h5 alone)")
+    ap.add_argument("--transfer-files", nargs="*", default=TRANSFER_FILES,
+                    help="files never trained on, each record a test record (e.g. al4_933K_Te298.h5)")
     args = ap.parse_args(argv)
+    train_files, transfer_files = list(args.train_files), list(args.transfer_files)
     from ednn.data.ldos import broaden_dataset
 
-    for f in TRAIN_FILES + TRANSFER_FILES:  # the smooth targets, made once from the labels (resumable)
+    for f in train_files + transfer_files:  # the smooth targets, made once from the labels (resumable)
         if (DATA.parent / f).exists():
             broaden_dataset(DATA.parent / f, DATA / f, WIDTH)
 
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from ednn.predict.electronic import ldos_errors
     from ednn.train import train
 
-    files = [str(DATA / f) for f in TRAIN_FILES]
+    files = [str(DATA / f) for f in train_files]
     meta = ldos_metadata(files)
     grid = EnergyGrid.from_dict(meta["energy_grid"])
     models, t_train, cfgs = {}, {}, {}
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         with Dataset(f) as ds:
             records += [(ds[i], ds.target("ldos", i), ds.info(i), "al4") for i in range(len(ds))]
     transfer = []
-    for f in TRANSFER_FILES:
+    for f in transfer_files:
         if (DATA / f).exists():
             with Dataset(DATA / f) as ds:
                 transfer += [(ds[i], ds.target("ldos", i), ds.info(i), f.split(".")[0]) for i in range(len(ds))]
@@ -195,12 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     res = {"configs": cfgs, "train_seconds": t_train, "n_train_records": len(split["train"]), "n_train": len(split["train"]), "n_val": len(split["val"]),
            "n_test": len(split["test"]), "mlp_epochs": mlp_epochs, "electronic_temperature_K": T_E,
            "test_al4": summary(lambda r: r["role"] == "al4"),
-           "transfer_al32": summary(lambda r: r["role"] != "al4"),
+           "transfer": summary(lambda r: r["role"] != "al4"),
+           "train_files": train_files, "transfer_files": transfer_files,
            "records": [{k: v for k, v in r.items() if k != "dos"} for r in rows]}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.results}.json").write_text(json.dumps(res, indent=1))
     plot(rows, grid, RESULTS / f"{args.results}.png", names)
-    for key in ("test_al4", "transfer_al32"):
+    for key in ("test_al4", "transfer"):
         print(key, json.dumps(res[key], indent=1))
     return 0
 

@@ -310,7 +310,7 @@ cfg = {"out": out, "seed": 0, "data": {"targets": ["ldos"], "val_fraction": 0.2,
        "model": {"layers": 2, "filters": 6, "readout": [8], "upsample": 2, "vacuum_zero": False,
                  "field_scale": "field"},
        "train": {"epochs": 3, "batch_size": 4, "progress": False, "backend": backend, "lr_scaling": "none",
-                 "threads": 1}}
+                 "threads": 1, "field_integral_weight": 10.0}}
 m = train(cfg, structures=structs, fields={"ldos": labels})
 np.savez(os.path.join(out, f"weights_rank{os.environ.get('HOROVOD_RANK', '0')}.npz"),
          **{f"w{i}": w for i, w in enumerate(m.network.get_weights())})
@@ -318,8 +318,9 @@ np.savez(os.path.join(out, f"weights_rank{os.environ.get('HOROVOD_RANK', '0')}.n
 
 
 def test_per_voxel_ldos_training_two_ranks_equal_serial(tmp_path):
-    """Per-voxel (LDOS-like, upsampled 3D) training is data parallel like the energy: 2 ranks hold identical
-    weights, equal to the serial run's, with the same per-epoch losses and field errors."""
+    """Per-voxel (LDOS-like, upsampled 3D) training, with the cell-integral loss term, is data parallel like the
+    energy: 2 ranks hold identical weights, equal to the serial run's, with the same per-epoch losses and field
+    errors."""
     script = tmp_path / "voxel_train.py"
     script.write_text(VOXEL_SCRIPT)
     ser, par = tmp_path / "ser", tmp_path / "par"

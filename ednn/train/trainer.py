@@ -60,6 +60,8 @@ class Trainer:
         has_e = self.model.energy_output is not None
         F, f0 = self.n_field_channels, int(has_e)
         w_field = float(cfg["field_weight"])
+        w_int = float(cfg["field_integral_weight"])
+        groups = [(f.start - f0, f.sub_voxels, f.channels) for f in self.model.fields.values()]
         x_spec = tf.TensorSpec([None] * (d + 1) + [self.model.in_channels], tf.float32)
         m_spec = tf.TensorSpec([None] * (d + 1 if head == "density" else 1), tf.float32)
         l_spec = tf.TensorSpec([None] * (d + 1) + [max(F, 1)], tf.float32)
@@ -92,6 +94,12 @@ class Trainer:
                     diff = (out[..., f0 : f0 + F] - lab) * real
                     sq_f = tf.reduce_sum(tf.square(diff))
                     loss = loss + w_field * sq_f / tf.maximum(tf.reduce_sum(real) * F, 1.0)
+                    if w_int:  # cell means accumulated over channels (an LDOS: states below E per volume)
+                        axes = list(range(1, d + 1))
+                        cell = tf.reduce_sum(diff, axis=axes) / tf.maximum(tf.reduce_sum(real, axis=axes), 1.0)
+                        parts = [tf.cumsum(tf.reduce_mean(tf.reshape(cell[:, c0 : c0 + sub * ch], [-1, sub, ch]),
+                                                          axis=1), axis=1) / ch for c0, sub, ch in groups]
+                        loss = loss + w_int * tf.reduce_mean(tf.square(tf.concat(parts, axis=1)))
             grads = tape.gradient(loss, net.trainable_variables)
             grads = backend.allreduce_gradients(grads)
             if clip:
