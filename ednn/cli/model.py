@@ -222,6 +222,18 @@ def _predict_map(model, args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_csv(lines: list[str], path: str | None) -> None:
+    """CSV lines to ``path`` atomically (tmp + rename), or to stdout without a path."""
+    text = "\n".join(lines) + "\n"
+    if not path:
+        sys.stdout.write(text)
+        return
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
 def _predict_electronic(model, structs, args: argparse.Namespace) -> int:
     """``ednn predict`` with an LDOS model: per structure the Fermi level, band energy, -TS and electrons at
     an electronic temperature (CSV), and with --plots the DOS and a density slice."""
@@ -246,14 +258,7 @@ def _predict_electronic(model, structs, args: argparse.Namespace) -> int:
                      fermi_level=es["fermi_level"], title=f"structure {i}, T_e = {t_e:g} K")
             density_slice_plot({"ednn": es["density"]}, os.path.join(args.plots, f"density_{i}.{fmt}"),
                                title=f"structure {i}: density, slice z = 0")
-    text = "\n".join(lines) + "\n"
-    if args.output:
-        tmp = f"{args.output}.tmp{os.getpid()}"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, args.output)
-    else:
-        sys.stdout.write(text)
+    _write_csv(lines, args.output)
     print(f"{len(structs)} structures: LDOS and electronic structure at {t_e:g} K in {time.time() - t0:.2f} s",
           file=sys.stderr)
     return 0
@@ -288,14 +293,7 @@ def _predict(args: argparse.Namespace) -> int:
         if E is not None:
             row += f",{E[i]:.8f},{1000 * (pred[i] - E[i]) / n[i]:.4f}"
         lines.append(row)
-    text = "\n".join(lines) + "\n"
-    if args.output:
-        tmp = f"{args.output}.tmp{os.getpid()}"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, args.output)
-    else:
-        sys.stdout.write(text)
+    _write_csv(lines, args.output)
     print(f"{len(structs)} structures, {n.sum()} atoms in {dt:.2f} s", file=sys.stderr)
     if E is not None:
         print(json.dumps(metrics(E, pred, n)), file=sys.stderr)

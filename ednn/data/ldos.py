@@ -265,8 +265,7 @@ def ldos_metadata(paths: str | os.PathLike | list) -> dict[str, Any]:
     """
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     grid = None
-    widths, temps, counts, n_el = set(), set(), [], []
-    species: list[int] = []
+    widths, temps, n_el = set(), set(), []
     rows = []
     for p in paths:
         with Dataset(p) as ds:
