@@ -46,6 +46,9 @@ JOBS: dict[str, tuple[int, float, float, int, int, float | None, float]] = {
     "al4_298K_Te298_k40": (1, 298.0, 298.0, 24, 0, None, 40.0),
     "al4_933K_Te298_k40": (1, 933.0, 298.0, 24, 1, None, 40.0),
     "al32g_298K_Te298_k40": (2, 298.0, 298.0, 2, 10, AL_GRID_SPACING, 40.0),
+    "al4_298K_Te933_k40": (1, 298.0, 933.0, 6, 0, None, 40.0),
+    "al4_298K_Te2000_k40": (1, 298.0, 2000.0, 6, 0, None, 40.0),
+    "al32g_933K_Te298_k40": (2, 933.0, 298.0, 2, 11, AL_GRID_SPACING, 40.0),
 }
 
 #: name -> (structure kind, atom-count range, records, seed): 2D sheets, electron density only on the 3D grid

@@ -132,7 +132,17 @@ def _check_field(ns: dict[str, Any]) -> None:
 
 
 #: text in a block -> check of the namespace after the block ran
+def _check_ldos(ns: dict[str, Any]) -> None:
+    es, f = ns["es"], ns["f"]
+    assert ns["ldos"].shape == (12, 12, 12, 150)  # as the block's comment says
+    assert abs(es["n_electrons"] - 12.0) < 1e-9  # 3 valence electrons x 4 atoms, by construction
+    assert np.isclose(f["free_energy"], f["energy_zero"] + f["free_energy_change"], rtol=0, atol=1e-9)
+    assert np.isclose(f["energy_zero"], ns["emodel"].predict_energy(ns["atoms"]), rtol=1e-9)
+    assert f["free_energy_change"] < 0  # -(pi^2/6)(k_B T)^2 D(mu) to leading order
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "model.free_energy(atoms, 2000.0": _check_ldos,
     "rasterize(atoms, spec)": _check_images,
     'model.predict_field(atoms, "cn_overlap")': _check_field,
     'ednn.load("runs/demo/run/model")': _check_prediction,

@@ -137,6 +137,57 @@ def test_electronic_structure_equals_the_physics_of_the_predicted_ldos(temperatu
     assert big["band_energy"] / 16 == pytest.approx(es["band_energy"] / 4, rel=1e-6)
 
 
+def test_electronic_structure_without_the_ldos_array_equals_the_direct_path():
+    """The default path never forms the LDOS (features @ W per block; DOS and density by linearity): it equals
+    the physics of the full predicted LDOS, negative parts and upsampled density included, to the float32
+    arithmetic of the network's last layer (the direct path's; the new one sums in float64)."""
+    m, grid, c = _ldos_model()
+    layer = m.network.get_layer("density")
+    k, _ = layer.get_weights()
+    rng = np.random.default_rng(0)
+    layer.set_weights([(0.02 * rng.standard_normal(k.shape)).astype(np.float32), np.tile(c, 8).astype(np.float32)])
+    at = _al((1, 1, 2), seed=11)
+    for t in (298.0, 1500.0):
+        fast = m.electronic_structure(at, t)
+        full = m.electronic_structure(at, t, ldos=m.predict_ldos(at))
+        assert fast["negative_fraction"] > 1e-3
+        for key in ("fermi_level", "band_energy", "entropy_term", "n_electrons", "negative_fraction", "voxel_volume"):
+            assert fast[key] == pytest.approx(full[key], rel=1e-6, abs=1e-12), key
+        np.testing.assert_allclose(fast["dos"], full["dos"], rtol=1e-6, atol=1e-9)
+        assert fast["density"].shape == full["density"].shape == (18, 18, 36)
+        np.testing.assert_allclose(fast["density"], full["density"], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("temperature", [298.0, 933.0, 2000.0])
+def test_free_energy_of_a_constant_dos_is_sommerfelds(temperature):
+    """A constant DOS D0: the frozen-LDOS free-energy change is -(pi^2/6) (k_B T)^2 D0 exactly (band energy
+    +pi^2/6, -TS -pi^2/3); F = E_0 of the energy model + that change; a 2x1x1 supercell doubles both."""
+    from ase.units import kB
+
+    from ednn.errors import ModelError
+
+    m, grid, _ = _ldos_model(n_e=80, start=-4.0, spacing=0.1)
+    at = _al(seed=3)
+    c = 12.0 / (4.0 * at.get_volume())  # 12 electrons fill the constant band from -4 eV to ~0 eV
+    layer = m.network.get_layer("density")
+    k, _ = layer.get_weights()
+    layer.set_weights([np.zeros_like(k), np.full(8 * grid.n, c, dtype=np.float32)])
+    c32 = float(np.float32(c))
+    with pytest.raises(ModelError, match="needs E_0"):
+        m.free_energy(at, temperature)
+    em = _model(energy=True, channels=1, field="density", seed=5)
+    f = m.free_energy(at, temperature, energy_model=em)
+    d0 = c32 * at.get_volume()
+    assert f["free_energy_change"] == pytest.approx(-np.pi**2 / 6 * (kB * temperature) ** 2 * d0, rel=2e-4)
+    assert f["band_energy"] - f["band_energy_zero"] == pytest.approx(np.pi**2 / 6 * (kB * temperature) ** 2 * d0,
+                                                                     rel=2e-4)
+    assert f["energy_zero"] == pytest.approx(em.predict_energy(at), rel=1e-12)
+    assert f["free_energy"] == pytest.approx(f["energy_zero"] + f["free_energy_change"], rel=1e-12)
+    big = m.free_energy(at.repeat((2, 1, 1)), temperature, energy_model=em)
+    assert big["free_energy_change"] == pytest.approx(2 * f["free_energy_change"], rel=1e-6)
+    assert big["energy_zero"] == pytest.approx(2 * f["energy_zero"], rel=1e-5)
+
+
 def test_ldos_model_bad_input():
     from ase import Atoms
 
@@ -311,3 +362,21 @@ def test_ednn_predict_ldos_model_cli(al_ldos_set, tmp_path):
     assert float(cols[4]) == pytest.approx(es["band_energy"], abs=2e-6)
     assert float(cols[7]) == pytest.approx(12.0, rel=1e-6)
     assert (tmp_path / "plots" / "dos_2.png").exists() and (tmp_path / "plots" / "density_2.png").exists()
+    # --energy-model: the free energy F(T_e) = E_0 + frozen-LDOS change, the Python API's numbers
+    ecfg = _ldos_config(path, tmp_path / "energy", epochs=2)
+    ecfg["data"]["targets"] = ["energy"]
+    ecfg["model"] = {"layers": 2, "kernel": 3, "filters": 6, "readout": [8]}
+    em = train(ecfg)
+    res = subprocess.run([sys.executable, "-m", "ednn.cli", "predict", str(tmp_path / "run" / "model"), str(path),
+                          "--temperature", "1500", "--energy-model", str(tmp_path / "energy" / "model"),
+                          "-o", str(tmp_path / "f.csv")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = (tmp_path / "f.csv").read_text().strip().splitlines()
+    assert rows[0].endswith(",energy_zero_eV,free_energy_change_eV,free_energy_eV,free_energy_per_atom_eV")
+    with Dataset(path) as ds:
+        f = m.free_energy(ds[1], 1500.0, energy_model=em)
+    cols = [float(v) for v in rows[2].split(",")]
+    assert cols[9] == pytest.approx(f["energy_zero"], abs=2e-6)
+    assert cols[10] == pytest.approx(f["free_energy_change"], abs=2e-6)
+    assert cols[11] == pytest.approx(f["energy_zero"] + f["free_energy_change"], abs=3e-6)
+    assert f["free_energy_change"] < 0  # -(pi^2/6)(k_B T)^2 D(mu) to leading order

@@ -76,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
         parser.add_argument("--temperature", type=float, default=None, metavar="K",
                             help="LDOS models: electronic temperature of the derived properties (default: the "
                                  "labels' temperature)")
+        parser.add_argument("--energy-model", metavar="MODEL", default=None,
+                            help="LDOS models: an energy model of the same DFT labels (zero-width energy E_0); adds "
+                                 "the free energy F(T_e) = E_0 + [E_band - TS](T_e) - E_band(0) of the predicted "
+                                 "LDOS (frozen-LDOS approximation) to the CSV")
         parser.add_argument("--plots", metavar="DIR", default=None,
                             help="LDOS models: write dos_<i>.<format> and density_<i>.<format> per structure here")
         parser.add_argument("--zoom", type=int, default=1024, metavar="PX",
@@ -243,15 +247,23 @@ def _predict_electronic(model, structs, args: argparse.Namespace) -> int:
     t_e = args.temperature
     if t_e is None:
         t_e = float(model.meta["electronic"].get("electronic_temperatures_K", [298.0])[0])
+    em = None
+    if args.energy_model:
+        from ..predict.model import load
+
+        em = load(args.energy_model)
     lines = ["index,n_atoms,temperature_K,fermi_level_eV,band_energy_eV,band_energy_per_atom_eV,entropy_term_eV,"
-             "n_electrons,negative_fraction"]
+             "n_electrons,negative_fraction" + (",energy_zero_eV,free_energy_change_eV,free_energy_eV,"
+                                                "free_energy_per_atom_eV" if em is not None else "")]
     t0 = time.time()
     for i, s in enumerate(structs):
         at = _as_atoms(s)
-        es = model.electronic_structure(at, t_e)
+        es = model.electronic_structure(at, t_e) if em is None else model.free_energy(at, t_e, energy_model=em)
         n = len(at)
         lines.append(f"{i},{n},{t_e:g},{es['fermi_level']:.6f},{es['band_energy']:.6f},{es['band_energy'] / n:.6f},"
-                     f"{es['entropy_term']:.6f},{es['n_electrons']:.6f},{es['negative_fraction']:.3g}")
+                     f"{es['entropy_term']:.6f},{es['n_electrons']:.6f},{es['negative_fraction']:.3g}"
+                     + (f",{es['energy_zero']:.6f},{es['free_energy_change']:.6f},{es['free_energy']:.6f},"
+                        f"{es['free_energy'] / n:.6f}" if em is not None else ""))
         if args.plots:
             fmt = args.format
             dos_plot(es["energies"], {"ednn": es["dos"]}, os.path.join(args.plots, f"dos_{i}.{fmt}"), n_atoms=n,

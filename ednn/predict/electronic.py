@@ -22,11 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from ..electronic import EnergyGrid, electronic_properties
+from ..electronic import EnergyGrid, electronic_properties, occupation_weights
 from ..errors import InputError, ModelError
 from ..properties import LDOS
 
-__all__ = ["energy_grid", "n_electrons_of", "predict_ldos", "predict_density", "electronic_structure", "ldos_errors"]
+__all__ = ["energy_grid", "n_electrons_of", "predict_ldos", "predict_density", "electronic_structure", "ldos_errors",
+           "free_energy_change", "free_energy"]
+
+#: The "zero" electronic temperature (K) of the reference E_band(0): k_B T = 0.9 micro-eV, far below any energy
+#: grid spacing; the piecewise-linear weights make E_band(T) - E_band(0) ~ T^2 exact to ~1e-8 eV here.
+ZERO_KELVIN = 0.01
 
 
 def _meta(model) -> dict[str, Any]:
@@ -88,6 +93,8 @@ def electronic_structure(model, atoms: Any, temperature: float, ldos: np.ndarray
         ``n_atoms``.
     """
     grid = energy_grid(model)
+    if ldos is None and _readout(model) is not None:  # never holds the LDOS: memory of the density only
+        return _electronic_structure_readout(model, atoms, temperature, grid, mu)
     d = predict_ldos(model, atoms) if ldos is None else np.asarray(ldos)
     n_e = n_electrons_of(model, atoms)
     dv = _voxel_volume(atoms, d)
@@ -96,6 +103,67 @@ def electronic_structure(model, atoms: Any, temperature: float, ldos: np.ndarray
     out.update({"n_electrons_expected": n_e, "energies": grid.energies, "voxel_volume": dv,
                 "negative_fraction": float(-a[a < 0].sum() / max(np.abs(a).sum(), 1e-300)),
                 "n_atoms": len(atoms)})
+    return out
+
+
+def _readout(model):
+    """``(features model, W, b)`` with the LDOS network channels ``= features @ W + b`` (the network's last
+    layer is linear and 1x1), or None where that does not hold (a vacuum-zero wrapper subtracts the
+    empty-tile output inside the network)."""
+    if model.head != "density" or model.network.get_layer(index=-1).name != "density":
+        return None
+    if not hasattr(model, "_ldos_readout"):
+        import keras  # noqa: PLC0415
+
+        last = model.network.get_layer("density")
+        feats = keras.Model(model.network.inputs, last.input)
+        k, b = last.get_weights()
+        f = model.fields[LDOS.key]
+        k = np.asarray(k, dtype=np.float64).reshape(-1, k.shape[-1])[:, f.start : f.stop]
+        model._ldos_readout = (feats, k, np.asarray(b, dtype=np.float64)[f.start : f.stop])
+    return model._ldos_readout
+
+
+#: pixels per block when the LDOS is formed block by block (2048 x 8 x 569 float64: 75 MB)
+_READOUT_PIXELS = 2048
+
+
+def _electronic_structure_readout(model, atoms: Any, temperature: float, grid: EnergyGrid,
+                                  mu: float | None) -> dict[str, Any]:
+    """:func:`electronic_structure` without the LDOS array: the network runs up to its last hidden layer
+    (``k`` features per pixel); the last layer is linear, so the DOS is ``(sum_pixels h) @ W + P b`` and the
+    density at each sub-voxel is ``h @ (W (scale * w_occ)) + b (scale * w_occ)``. Memory: the features and the
+    density, not the ``n_E`` values per voxel (6.4 GB for 256 Al atoms); equal to the direct path up to
+    float round-off."""
+    import dataclasses  # noqa: PLC0415
+
+    _check_bulk(model, atoms)
+    feats_model, w_net, b_net = _readout(model)
+    f = model.fields[LDOS.key]
+    img, wgt = model.image(atoms)
+    n_e = n_electrons_of(model, atoms)
+    x, _ = model.network_input(img, wgt)
+    h = np.asarray(feats_model([x[None].astype(np.float32)], training=False)[0], dtype=np.float64)
+    n_pix = int(np.prod(h.shape[:-1]))
+    h = h.reshape(n_pix, -1)
+    subs, c = f.sub_voxels, f.channels
+    scale = np.asarray(f.scale, dtype=np.float64)
+    dv = float(abs(atoms.cell.volume)) / (n_pix * subs)
+    dos = ((h.sum(0) @ w_net + n_pix * b_net).reshape(subs, c).sum(0)) * scale * dv
+    neg = tot = 0.0
+    for i in range(0, n_pix, _READOUT_PIXELS):  # the negative part needs the values: block by block
+        y = (h[i : i + _READOUT_PIXELS] @ w_net + b_net).reshape(-1, subs, c) * scale
+        neg -= y[y < 0].sum()
+        tot += np.abs(y).sum()
+    if not np.isfinite(dos).all():
+        raise InputError("the predicted LDOS contains NaN or inf values")
+    out = electronic_properties(grid, temperature, n_e, dos=dos, mu=mu)
+    w_occ = occupation_weights(grid, out["fermi_level"], out["temperature"]) * scale
+    per_sub = h @ (w_net.reshape(-1, subs, c) @ w_occ) + b_net.reshape(subs, c) @ w_occ  # (P, subs)
+    one = dataclasses.replace(f, start=0, channels=1, scale=np.ones(1))
+    out["density"] = one.from_network(per_sub.reshape(tuple(img.shape[:-1]) + (subs,)))[..., 0]
+    out.update({"n_electrons_expected": n_e, "energies": grid.energies, "voxel_volume": dv,
+                "negative_fraction": float(neg / max(tot, 1e-300)), "n_atoms": len(atoms)})
     return out
 
 
@@ -137,3 +205,43 @@ def ldos_errors(model, atoms: Any, label: np.ndarray, temperature: float, ldos: 
         "negative_fraction": q["negative_fraction"],
         "dos_true": t["dos"], "dos_pred": q["dos"], "fermi_level_true": t["fermi_level"],
     }
+
+
+def free_energy_change(model, atoms: Any, temperature: float, ldos: np.ndarray | None = None) -> dict[str, Any]:
+    """``Delta(T_e) = [E_band - T_e S](T_e) - E_band(0)`` (eV) of the structure, from one (predicted) LDOS.
+
+    The Fermi level is found from the electron count at each temperature; the LDOS itself is held fixed
+    ("frozen"), so the change of the density with ``T_e`` is left out. Because the Kohn-Sham free energy
+    is variational in the density, that omission is of second order: on the Al4 GPAW labels the true
+    298 K LDOS gives GPAW's ``F(T_e) - E_0`` to 0.05 meV/atom at 298, 933 and 2000 K
+    (``experiments/ldos_free_energy.py``). Returns the electronic structure at ``temperature``
+    (:func:`electronic_structure`) with ``free_energy_change`` (eV) and ``band_energy_zero`` (eV) added.
+    """
+    hot = electronic_structure(model, atoms, temperature, ldos=ldos)
+    cold = electronic_properties(energy_grid(model), ZERO_KELVIN, hot["n_electrons_expected"], dos=hot["dos"])
+    hot["band_energy_zero"] = cold["band_energy"]
+    hot["free_energy_change"] = hot["band_energy"] + hot["entropy_term"] - cold["band_energy"]
+    return hot
+
+
+def free_energy(model, atoms: Any, temperature: float, energy_model=None, ldos: np.ndarray | None = None
+                ) -> dict[str, Any]:
+    """The free energy ``F(T_e)`` (eV) at electronic temperature ``temperature`` (K).
+
+    ``F(T_e) = E_0 + Delta(T_e)``: ``E_0`` is the energy extrapolated to zero electronic width (what the
+    ``gpaw-ldos`` labeller stores as a record's energy), predicted by ``energy_model`` (or by ``model``
+    itself if it was trained with ``data.targets: [ldos, energy]``); ``Delta`` is
+    :func:`free_energy_change` of ``model``'s LDOS. The approximation is the frozen LDOS (see there);
+    the error of ``F`` is that of ``E_0`` plus that of ``Delta``, which the returned dict keeps apart:
+    ``free_energy``, ``energy_zero`` (``E_0``), ``free_energy_change`` (``Delta``), and the electronic
+    structure at ``temperature``.
+    """
+    em = model if energy_model is None else energy_model
+    if getattr(em, "energy_output", None) is None:
+        raise ModelError("the free energy needs E_0 from an energy model: this LDOS model predicts no energy. "
+                         "Pass energy_model= (a model trained on the same DFT settings' energies), or train "
+                         "the LDOS model with data.targets: [ldos, energy]")
+    out = free_energy_change(model, atoms, temperature, ldos=ldos)
+    out["energy_zero"] = float(em.predict_energy(atoms))
+    out["free_energy"] = out["energy_zero"] + out["free_energy_change"]
+    return out

@@ -395,6 +395,15 @@ class EnergyModel:
 
         return electronic_structure(self, atoms, temperature, ldos=ldos)
 
+    def free_energy(self, atoms: Any, temperature: float, energy_model: EnergyModel | None = None) -> dict[str, Any]:
+        """Free energy at electronic temperature ``temperature`` (K): ``E_0`` (this model's energy head, or
+        ``energy_model``) plus the frozen-LDOS change ``[E_band - TS](T) - E_band(0)`` from this model's
+        LDOS (:func:`ednn.predict.electronic.free_energy`: ``free_energy``, ``energy_zero``, ``free_energy_change``
+        in eV and the electronic structure at ``temperature``)."""
+        from .electronic import free_energy  # noqa: PLC0415
+
+        return free_energy(self, atoms, temperature, energy_model=energy_model)
+
     def _tiled_outputs(self, atoms: Any) -> np.ndarray:
         g = self.grid
         img, _ = self.image(atoms)
