@@ -95,6 +95,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         # label scale of per-voxel fields: "channel" the RMS of each channel, "field" one RMS over all channels
         # (an LDOS: channels near the band bottom are ~0, and per-channel scaling would magnify their noise)
         "field_scale": ("channel", (str,), ("channel", "field"), None),
+        # energies (and forces, stress) averaged over shift_average^d uniform sub-pixel translations of all
+        # atoms: translation invariance to any tolerance at shift_average^d times the cost (1: off)
+        "shift_average": (1, (int,), None, _ONE_UP),
     },
     "train": {
         "epochs": (60, (int,), None, _ONE_UP),

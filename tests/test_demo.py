@@ -33,6 +33,24 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     n = np.array([len(a) for a in atoms], float)
     mae = 1000 * np.mean(np.abs(model.predict_energies(atoms) - E) / n)
     assert mae == pytest.approx(s["test"]["mae_mev_per_atom"], rel=1e-6)
+    # issue 11: averaging over 4 x 4 sub-pixel shifts makes the trained model's energy translation invariant
+    rng = np.random.default_rng(0)
+    cases = []
+    for at in atoms[:8]:
+        moved = []
+        for _ in range(3):
+            b = at.copy()
+            b.positions[:, :2] += rng.uniform(-5, 5, 2)
+            b.wrap()
+            moved.append(b)
+        cases.append([at] + moved)
+    spread = {}
+    for k in (1, 4):
+        model.shift_average = k
+        spread[k] = max(1000 * np.ptp(model.predict_energies(c) / len(c[0])) for c in cases)
+    model.shift_average = 1
+    assert spread[4] < 1.0, spread  # meV/atom, the issue's tolerance
+    assert spread[1] > 3 * spread[4], spread  # and without it the same moves change the energy
     report = (out / "report.md").read_text()
     assert f"{s['test']['mae_mev_per_atom']:.2f}" in report and "force MAE" in report
     for fig in ("parity_test", "parity_transfer", "learning_curve", "energy_map"):

@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
         parser.add_argument("--temperature", type=float, default=None, metavar="K",
                             help="LDOS models: electronic temperature of the derived properties (default: the "
                                  "labels' temperature)")
+        parser.add_argument("--shift-average", type=int, default=None, metavar="K",
+                            help="average energies (and forces) over K^d sub-pixel translations: translation "
+                                 "invariance at K^d times the cost (default: the model's model.shift_average)")
         parser.add_argument("--energy-model", metavar="MODEL", default=None,
                             help="LDOS models: an energy model of the same DFT labels (zero-width energy E_0); adds "
                                  "the free energy F(T_e) = E_0 + [E_band - TS](T_e) - E_band(0) of the predicted "
@@ -282,6 +285,9 @@ def _predict(args: argparse.Namespace) -> int:
     from ..workflows.evaluate import metrics, n_atoms
 
     model = load(args.model)
+    if args.shift_average is not None:
+        for m in getattr(model, "members", [model]):
+            m.shift_average = args.shift_average
     if args.map:
         return _predict_map(model, args)
     structs, E = load_structures(args.structures, need_energy=False)
