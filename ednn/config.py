@@ -98,6 +98,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         # energies (and forces, stress) averaged over shift_average^d uniform sub-pixel translations of all
         # atoms: translation invariance to any tolerance at shift_average^d times the cost (1: off)
         "shift_average": (1, (int,), None, _ONE_UP),
+        # 2D grids: energies averaged over every reduced basis of the cell's lattice (ednn.image.describe.
+        # reduced_bases): exactly invariant to the choice of basis; train with train.augment: reduced
+        "cell_average": (False, (bool,), None, None),
     },
     "train": {
         "epochs": (60, (int,), None, _ONE_UP),
@@ -133,7 +136,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         "bucket": (8, (int,), None, _ONE_UP),
         # every epoch, each training structure in a random equivalent description (ednn.image.describe):
         # "translate" a random origin, "cell" also a random basis of its lattice; "none" the data as given
-        "augment": ("none", (str,), ("none", "translate", "cell"), None),
+        "augment": ("none", (str,), ("none", "translate", "cell", "reduced"), None),
         "deterministic": (True, (bool,), None, None),
     },
 }

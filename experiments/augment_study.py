@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
 DATA = ROOT / "runs" / "demo" / "data"
-MODES = ("none", "cell", "translate")
+MODES = ("none", "cell", "translate", "reduced")
 
 
 def invariance_table(model, n: int) -> dict:

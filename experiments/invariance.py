@@ -50,50 +50,11 @@ RESULTS = ROOT / "experiments" / "results"
 KINDS = ("graphene", "hbn", "bcn", "hetero", "defect")
 
 
-def _recell(at, P):
-    """The same atoms in the cell P @ cell (in-plane 2x2 integer P, third vector kept), wrapped."""
-    from ase.build import make_supercell
-
-    M = np.eye(3, dtype=int)
-    M[:2, :2] = P
-    out = make_supercell(at, M, wrap=True)
-    return out
-
-
 def operations(at, rng, spacing: float):
-    """{name: structure} for one original structure (see the module docstring)."""
-    from ase.geometry import wrap_positions
+    """{name: structure} for one original structure (:func:`ednn.image.describe.equivalent_structures`)."""
+    from ednn.image.describe import equivalent_structures
 
-    ops = {}
-    t = at.copy()
-    t.positions[:, :2] += rng.uniform(-5, 5, 2)
-    t.wrap()
-    ops["translate"] = t
-    s = at.copy()
-    a1 = at.cell[0] / np.linalg.norm(at.cell[0])
-    s.positions += 0.5 * spacing * a1
-    s.wrap()
-    ops["subpixel"] = s
-    ops["basis"] = _recell(at, [[1, 0], [1, 1]])
-    ops["basis_120"] = _recell(at, [[1, 0], [-1, 1]])
-    ops["supercell"] = _recell(at, [[2, 0], [0, 1]])
-    ops["rect_super"] = _recell(at, [[1, 0], [1, 2]])
-    w = at.copy()
-    c = w.cell[:].copy()
-    w.set_cell([c[1], c[0], c[2]], scale_atoms=False)
-    ops["swap"] = w
-    r = at.copy()
-    r.rotate(float(rng.uniform(0, 360)), "z", rotate_cell=True)
-    ops["rotate"] = r
-    m = at.copy()
-    m.positions[:, 1] *= -1
-    c = m.cell[:].copy()
-    c[:, 1] *= -1
-    m.set_cell(c, scale_atoms=False)
-    m.positions = wrap_positions(m.positions, m.cell, pbc=m.pbc)
-    ops["mirror"] = m
-    ops["permute"] = at[rng.permutation(len(at))]
-    return ops
+    return equivalent_structures(at, rng, spacing)
 
 
 def main(argv: list[str] | None = None) -> int:

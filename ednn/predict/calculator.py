@@ -165,11 +165,9 @@ class EDNNCalculator(Calculator):
         seen for the first time runs eagerly, because tracing costs about a
         second, which a variable-cell relaxation would pay at every step.
         """
-        shifts = self.model.shifts(atoms) if hasattr(self.model, "shifts") else np.zeros((1, 3))
-        if len(shifts) > 1:  # model.shift_average: the means over the shifted copies are the exact gradients
-            from .model import shifted  # noqa: PLC0415
-
-            parts = [self._gradients(shifted(atoms, s)) for s in shifts]
+        descs = self.model.descriptions(atoms) if hasattr(self.model, "descriptions") else [atoms]
+        if len(descs) > 1:  # shift_average / cell_average: the means over the descriptions are the exact gradients
+            parts = [self._gradients(d) for d in descs]
             return (float(np.mean([p[0] for p in parts])), np.mean([p[1] for p in parts], axis=0),
                     np.mean([p[2] for p in parts], axis=0))
         return self._gradients(atoms)
@@ -233,10 +231,9 @@ class EDNNCalculator(Calculator):
             self._warn_forces = False  # once per calculator
         if "forces" in properties and "stress" not in properties and self.model._huge(a):
             # a huge sheet: energy and forces streamed chunk by chunk with flat memory (MD of 10^6 atoms)
-            from .model import shifted  # noqa: PLC0415
             from .stream_forces import stream_forces  # noqa: PLC0415
 
-            parts = [stream_forces(self.model, shifted(a, s)) for s in self.model.shifts(a)]
+            parts = [stream_forces(self.model, d) for d in self.model.descriptions(a)]
             self.results["energy"] = float(np.mean([p[0] for p in parts]))
             self.results["forces"] = np.mean([p[1] for p in parts], axis=0)
         elif "forces" in properties or "stress" in properties:

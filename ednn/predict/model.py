@@ -243,6 +243,37 @@ class EnergyModel:
             raise ModelError("shift_average needs a grid model: image-mode models see pixels, not atoms")
         self.model_config["shift_average"] = int(k)
 
+    @property
+    def cell_average(self) -> bool:
+        """Energies averaged over every reduced basis of the cell's lattice (``model.cell_average``, 2D grids).
+
+        The set (:func:`ednn.image.describe.reduced_bases`: 2 bases for an oblique lattice up to 12 for a
+        hexagonal one) depends on the lattice only, so the averaged energy is exactly the same whichever
+        basis, 60/120-degree convention or order of the vectors describes the cell. Forces and stress are the
+        means over the descriptions (the atoms keep their order). Train such a model with
+        ``train.augment: reduced`` so that it has seen these descriptions.
+        """
+        return bool(self.model_config.get("cell_average", False))
+
+    @cell_average.setter
+    def cell_average(self, on: bool) -> None:
+        if not isinstance(on, bool | np.bool_):
+            raise InputError(f"cell_average must be True or False, got {on!r}")
+        if on and (self.grid is None or self.dim != 2):
+            raise ModelError("cell_average needs a 2D grid model (sheets: in-plane lattices)")
+        self.model_config["cell_average"] = bool(on)
+
+    def descriptions(self, atoms: Any) -> list[Any]:
+        """The equivalent descriptions of ``atoms`` whose energies the model averages (:attr:`cell_average`
+        bases, each at :attr:`shift_average` sub-pixel translations); ``[atoms]`` when both are off."""
+        base = [atoms]
+        if self.cell_average:
+            from ..image.describe import in_basis, reduced_bases  # noqa: PLC0415
+
+            _, _, cell, _ = _structure_arrays(atoms)
+            base = [in_basis(atoms, P) for P in reduced_bases(cell)]
+        return [shifted(b, s) for b in base for s in self.shifts(b)]
+
     def shifts(self, atoms: Any) -> np.ndarray:
         """The ``(K^d, 3)`` Cartesian translations (Angstrom) that :attr:`shift_average` averages over."""
         k = self.shift_average
@@ -258,14 +289,31 @@ class EnergyModel:
         """Total energies (eV) of several structures (huge ones are streamed with flat memory; averaged over
         sub-pixel translations when :attr:`shift_average` > 1)."""
         structures = list(structures)
-        if self.shift_average == 1 or not structures:
+        if (self.shift_average == 1 and not self.cell_average) or not structures:
             return self._predict_energies(structures, batch_size)
-        shifts = [self.shifts(a) for a in structures]
         out = np.zeros(len(structures))
-        for j in range(len(shifts[0])):
-            out += self._predict_energies([shifted(a, s[j]) for a, s in zip(structures, shifts, strict=True)],
-                                          batch_size)
-        return out / len(shifts[0])
+        group: list[int] = []
+        flat: list[Any] = []
+
+        def flush() -> None:
+            owner = np.repeat(group, [len(d) for d in descs])
+            e = self._predict_energies(flat, batch_size)
+            for g in group:
+                out[g] = e[owner == g].mean()
+            group.clear()
+            flat.clear()
+            descs.clear()
+
+        descs: list[list[Any]] = []
+        for i, a in enumerate(structures):  # a few hundred descriptions at a time: bounded memory
+            descs.append(self.descriptions(a))
+            group.append(i)
+            flat.extend(descs[-1])
+            if len(flat) >= 256:
+                flush()
+        if group:
+            flush()
+        return out
 
     def _predict_energies(self, structures: list[Any], batch_size: int = 16) -> np.ndarray:
         out = np.zeros(len(structures))
