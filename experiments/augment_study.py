@@ -49,7 +49,7 @@ def invariance_table(model, n: int) -> dict:
 
 
 def run(mode: str, minutes: float, n: int, out: Path, name: str | None = None, grid: dict | None = None,
-        model: dict | None = None) -> dict:
+        model: dict | None = None, reuse: bool = False) -> dict:
     """Train the demo recipe for ``minutes`` (with ``train.augment: mode`` and grid/model overrides), then the
     held-out and transfer metrics and the invariance table."""
     from ednn.train import load_structures, train
@@ -63,9 +63,17 @@ def run(mode: str, minutes: float, n: int, out: Path, name: str | None = None, g
     cfg["grid"].update(grid or {})
     cfg["model"].update(model or {})
     t0 = time.time()
-    model = train(cfg, overwrite=True)
-    t_train = time.time() - t0
-    hist = json.load(open(Path(cfg["out"]) / "log.json"))
+    hist = None
+    if reuse and (Path(cfg["out"]) / "model").exists():  # a finished run whose evaluation was interrupted
+        import ednn
+
+        model = ednn.load(str(Path(cfg["out"]) / "model"))
+        hist = json.load(open(Path(cfg["out"]) / "log.json"))
+        t_train = float(sum(h.get("time_s", 0.0) for h in hist))  # the epochs of the finished run
+    else:
+        model = train(cfg, overwrite=True)
+        t_train = time.time() - t0
+    hist = hist or json.load(open(Path(cfg["out"]) / "log.json"))
     res = {"mode": mode, "train_s": t_train, "epochs": len(hist), "val_mae_mev": hist[-1].get("val_mae_mev")}
     for name in ("test", "transfer"):
         structs, E = load_structures(str(DATA / f"{name}.h5"))
@@ -81,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=20, help="structures per kind in the invariance table")
     ap.add_argument("--out", default=str(RESULTS / "augment_study.json"))
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "augment_study"))
+    ap.add_argument("--reuse", action="store_true", help="evaluate finished runs again instead of retraining")
     args = ap.parse_args(argv)
     if not (DATA / "train.h5").exists():
         raise SystemExit(f"{DATA}/train.h5 is missing: run `make demo` first (it builds the data)")
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if mode in res.get("runs", {}):
             continue
         print(f"== augment: {mode}", flush=True)
-        r = run(mode, args.minutes, args.n, Path(args.runs_dir))
+        r = run(mode, args.minutes, args.n, Path(args.runs_dir), reuse=args.reuse)
         res.setdefault("runs", {})[mode] = r
         print(json.dumps({k: v for k, v in r.items() if k != "invariance"}, indent=1), flush=True)
         print({k: round(v["max"], 2) for k, v in r["invariance"].items()}, flush=True)

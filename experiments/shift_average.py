@@ -46,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10, help="structures per kind")
     ap.add_argument("--k", type=int, nargs="*", default=[1, 2, 3, 4])
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        _plot(json.loads((RESULTS / "shift_average.json").read_text()), RESULTS / "shift_average.png")
+        return 0
     sys.path.insert(0, str(ROOT / "experiments"))
     from invariance import KINDS, operations
 
@@ -99,7 +103,7 @@ def _plot(res: dict, path: Path) -> None:
 
     from ednn.plots import save_fig
 
-    fig = Figure(figsize=(9, 3.8), layout="constrained")
+    fig = Figure(figsize=(12, 3.8), layout="constrained")
     axes = fig.subplots(1, len(res["models"]), sharey=True)
     for ax, (name, m) in zip(np.atleast_1d(axes), res["models"].items(), strict=True):
         ks = sorted(m["by_k"], key=int)
@@ -107,9 +111,10 @@ def _plot(res: dict, path: Path) -> None:
             ax.semilogy([int(k) for k in ks], [max(m["by_k"][k]["ops"][op]["max"], 1e-4) for k in ks], "o-",
                         label=op)
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
-        ax.set(xlabel="K (shifts per axis; cost K^2)", title=name, xticks=[int(k) for k in ks])
+        ax.set(xlabel="K (shifts per axis; cost K^2)", xticks=[int(k) for k in ks])
+        ax.set_title(name, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("max |dE| (meV/atom)")
+    np.atleast_1d(axes)[0].set_ylabel("max |dE| (meV/atom); 0 drawn at 1e-4")
     np.atleast_1d(axes)[0].legend(fontsize=7)
     save_fig(fig, path, dpi=130)
 
