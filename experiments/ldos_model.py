@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="*", default=["ednn"], help=f"ednn variants (of {list(VARIANTS)})")
     ap.add_argument("--no-mlp", action="store_true", help="skip the MLP baseline")
     ap.add_argument("--results", default="ldos_model", help="name of the JSON/PNG in experiments/results")
+    ap.add_argument("--no-early-stop", action="store_true",
+                    help="train for the whole budget and keep the last weights (a validation split of 2 records "
+                         "is too noisy to stop on: the k40 sets stopped at epoch 67 on the weights of epoch 7)")
     ap.add_argument("--train-files", nargs="*", default=TRAIN_FILES,
                     help="training files (the ionic-temperature transfer: al4_298K_Te298.h5 alone)")
     ap.add_argument("--transfer-files", nargs="*", default=TRANSFER_FILES,
@@ -133,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg["train"]["max_time_s"] = 60 * args.minutes
         if args.epochs:
             cfg["train"]["epochs"] = args.epochs
+        if args.no_early_stop:
+            cfg["train"].update({"patience": 0, "restore_best": False})
         t0 = time.time()
         train(cfg, overwrite=True)
         t_train[name] = time.time() - t0

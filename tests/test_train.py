@@ -393,3 +393,24 @@ def test_force_training_errors(tmp_path):
     with pytest.raises(DatasetError, match="have no forces"):
         train({"out": str(tmp_path / "r2"), "data": {"train": path},
                "train": {"force_weight": 1.0, "epochs": 1, "progress": False}})
+
+
+def test_a_tiny_validation_split_is_named_before_it_decides_anything(tmp_path):
+    """Early stopping and best-weight restoring on 2 validation records act on noise (an LDOS run on 16 records
+    stopped at epoch 67 on the weights of epoch 7): the user is told, with the two ways out."""
+    import warnings
+
+    from ednn.train import train
+
+    structs, E = toy_structures(10)
+    cfg = json.loads(json.dumps(SMALL_CFG))
+    cfg["data"]["val_fraction"] = 0.2  # 2 records
+    cfg["train"]["epochs"] = 1
+    cfg["out"] = str(tmp_path / "a")
+    with pytest.warns(UserWarning, match=r"validation split has 2 record\(s\).*patience: 0"):
+        train(cfg, structures=structs, energies=E)
+    cfg["train"].update({"patience": 0, "restore_best": False})
+    cfg["out"] = str(tmp_path / "b")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        train(cfg, structures=structs, energies=E)

@@ -46,6 +46,9 @@ from .trainer import Trainer
 
 __all__ = ["fit", "train_images", "get_run_backend", "seed_everything"]
 
+#: fewer validation records than this: early stopping and best-weight restoring act on noise (a warning)
+MIN_VAL_RECORDS = 5
+
 
 def get_run_backend(name: str):
     """The parallel backend of a run (``auto``: Horovod under a Horovod launcher, else serial), GPU pinned."""
@@ -123,6 +126,15 @@ def fit(model: EnergyModel, train_set: TrainSet, val_set: TrainSet | None = None
     backend.broadcast_variables(list(model.network.variables) + list(tr.optimizer.variables))
     cbs: list[Callback] = [LRSchedule(cfg, tr.base_lr), EarlyStopping(cfg["patience"])]
     chief = backend.is_chief
+    if chief and val_set is not None and len(val_set) < MIN_VAL_RECORDS and (cfg["patience"] > 0
+                                                                            or cfg["restore_best"]):
+        import warnings  # noqa: PLC0415
+
+        warnings.warn(f"the validation split has {len(val_set)} record(s): its loss is too noisy to stop on or to "
+                      f"pick weights by (train.patience {cfg['patience']}, train.restore_best "
+                      f"{cfg['restore_best']}); give at least {MIN_VAL_RECORDS} validation records "
+                      "(data.val_fraction or data.val), or set train.patience: 0 and train.restore_best: false "
+                      "to train for the whole budget", UserWarning, stacklevel=2)
     if chief and cfg["progress"]:
         cbs.append(ProgressBar())
     if out and chief:
