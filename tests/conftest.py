@@ -49,3 +49,11 @@ def hbn():
 @pytest.fixture
 def bcn():
     return make_random_bcn()
+
+
+def fd_force(model, atoms, i: int, axis: int, h: float = 1e-3) -> float:
+    """The force on atom ``i`` along ``axis`` by central finite differences of ``model.predict_energy``."""
+    p, q = atoms.copy(), atoms.copy()
+    p.positions[i, axis] += h
+    q.positions[i, axis] -= h
+    return -(model.predict_energy(p) - model.predict_energy(q)) / (2 * h)

@@ -93,8 +93,9 @@ def electronic_structure(model, atoms: Any, temperature: float, ldos: np.ndarray
         ``n_atoms``.
     """
     grid = energy_grid(model)
-    if ldos is None and _readout(model) is not None:  # never holds the LDOS: memory of the density only
-        return _electronic_structure_readout(model, atoms, temperature, grid, mu)
+    readout = _readout(model) if ldos is None else None
+    if readout is not None:  # never holds the LDOS: memory of the density only
+        return _electronic_structure_readout(model, atoms, temperature, grid, mu, readout)
     d = predict_ldos(model, atoms) if ldos is None else np.asarray(ldos)
     n_e = n_electrons_of(model, atoms)
     dv = _voxel_volume(atoms, d)
@@ -112,16 +113,15 @@ def _readout(model):
     empty-tile output inside the network)."""
     if model.head != "density" or model.network.get_layer(index=-1).name != "density":
         return None
-    if not hasattr(model, "_ldos_readout"):
+    last = model.network.get_layer("density")
+    if not hasattr(model, "_ldos_features"):  # shares the network's layers: follows its weights
         import keras  # noqa: PLC0415
 
-        last = model.network.get_layer("density")
-        feats = keras.Model(model.network.inputs, last.input)
-        k, b = last.get_weights()
-        f = model.fields[LDOS.key]
-        k = np.asarray(k, dtype=np.float64).reshape(-1, k.shape[-1])[:, f.start : f.stop]
-        model._ldos_readout = (feats, k, np.asarray(b, dtype=np.float64)[f.start : f.stop])
-    return model._ldos_readout
+        model._ldos_features = keras.Model(model.network.inputs, last.input)
+    k, b = last.get_weights()  # read at every call: weights set after the first call count
+    f = model.fields[LDOS.key]
+    k = np.asarray(k, dtype=np.float64).reshape(-1, k.shape[-1])[:, f.start : f.stop]
+    return model._ldos_features, k, np.asarray(b, dtype=np.float64)[f.start : f.stop]
 
 
 #: pixels per block when the LDOS is formed block by block (2048 x 8 x 569 float64: 75 MB)
@@ -129,7 +129,7 @@ _READOUT_PIXELS = 2048
 
 
 def _electronic_structure_readout(model, atoms: Any, temperature: float, grid: EnergyGrid,
-                                  mu: float | None) -> dict[str, Any]:
+                                  mu: float | None, readout: tuple) -> dict[str, Any]:
     """:func:`electronic_structure` without the LDOS array: the network runs up to its last hidden layer
     (``k`` features per pixel); the last layer is linear, so the DOS is ``(sum_pixels h) @ W + P b`` and the
     density at each sub-voxel is ``h @ (W (scale * w_occ)) + b (scale * w_occ)``. Memory: the features and the
@@ -138,7 +138,7 @@ def _electronic_structure_readout(model, atoms: Any, temperature: float, grid: E
     import dataclasses  # noqa: PLC0415
 
     _check_bulk(model, atoms)
-    feats_model, w_net, b_net = _readout(model)
+    feats_model, w_net, b_net = readout
     f = model.fields[LDOS.key]
     img, wgt = model.image(atoms)
     n_e = n_electrons_of(model, atoms)

@@ -291,28 +291,15 @@ class EnergyModel:
         structures = list(structures)
         if (self.shift_average == 1 and not self.cell_average) or not structures:
             return self._predict_energies(structures, batch_size)
-        out = np.zeros(len(structures))
-        group: list[int] = []
-        flat: list[Any] = []
-
-        def flush() -> None:
-            owner = np.repeat(group, [len(d) for d in descs])
-            e = self._predict_energies(flat, batch_size)
-            for g in group:
-                out[g] = e[owner == g].mean()
-            group.clear()
-            flat.clear()
-            descs.clear()
-
-        descs: list[list[Any]] = []
-        for i, a in enumerate(structures):  # a few hundred descriptions at a time: bounded memory
-            descs.append(self.descriptions(a))
-            group.append(i)
-            flat.extend(descs[-1])
-            if len(flat) >= 256:
-                flush()
-        if group:
-            flush()
+        out = np.empty(len(structures))
+        i = 0
+        while i < len(structures):  # a few hundred descriptions at a time: bounded memory
+            descs: list[list[Any]] = []
+            while i + len(descs) < len(structures) and sum(map(len, descs)) < 256:
+                descs.append(self.descriptions(structures[i + len(descs)]))
+            e = self._predict_energies([d for ds in descs for d in ds], batch_size)
+            out[i : i + len(descs)] = [p.mean() for p in np.split(e, np.cumsum([len(d) for d in descs])[:-1])]
+            i += len(descs)
         return out
 
     def _predict_energies(self, structures: list[Any], batch_size: int = 16) -> np.ndarray:
