@@ -59,8 +59,9 @@ def load(path: str, idx: np.ndarray):
     return atoms, energies, forces
 
 
-def md_run(calc, steps: int, seed: int = 0) -> dict[str, Any]:
-    """NVE from 300 K on a rattled 6x6 graphene sheet: total-energy drift and final temperature."""
+def md_run(calc, steps: int, seed: int = 0, size: int = 6) -> dict[str, Any]:
+    """NVE from 300 K on a rattled ``size`` x ``size`` graphene sheet (2 size^2 atoms): total-energy drift
+    (last minus first, and the largest excursion from the start) and final temperature."""
     from ase import units
     from ase.md.verlet import VelocityVerlet
 
@@ -71,7 +72,7 @@ def md_run(calc, steps: int, seed: int = 0) -> dict[str, Any]:
 
     from ednn.atoms import structures as st
 
-    at = st.rattle(st.graphene(6, 6, a=st.A_BNC), 0.03, rng=seed)
+    at = st.rattle(st.graphene(size, size, a=st.A_BNC), 0.03, rng=seed)
     at.calc = calc
     thermalize_momenta(at, temperature_K=300, rng=np.random.default_rng(seed))
     dyn = VelocityVerlet(at, 0.5 * units.fs)
@@ -86,7 +87,8 @@ def md_run(calc, steps: int, seed: int = 0) -> dict[str, Any]:
     dyn.run(steps)
     wall = time.perf_counter() - t0
     e = np.array(etot) / len(at)
-    return {"steps": steps, "ms_per_step": 1000 * wall / steps,
+    return {"steps": steps, "atoms": len(at), "time_fs": 0.5 * steps, "ms_per_step": 1000 * wall / steps,
+            "etot_max_excursion_mev_per_atom": float(1000 * np.abs(e - e[0]).max()),
             "etot_drift_mev_per_atom": float(1000 * (e[-1] - e[0])),
             "etot_std_mev_per_atom": float(1000 * e.std()),
             "temperature_final_K": float(temps[-1]), "temperature_max_K": float(max(temps)),
@@ -111,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-test", type=int, default=150)
     ap.add_argument("--minutes", type=float, default=6.0, help="training budget per model")
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 10.0])
-    ap.add_argument("--md-steps", type=int, default=400)
+    ap.add_argument("--md-steps", type=int, default=400, help="NVE steps of 0.5 fs (2000: 1 ps)")
+    ap.add_argument("--md-size", type=int, default=6, help="graphene sheet of MD-SIZE^2 cells (10: 200 atoms)")
+    ap.add_argument("--results", default="force_training", help="name of the JSON/PNG in experiments/results")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, ROOT)
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                            "n_train_val": args.n, "n_test": args.n_test, "minutes_per_model": args.minutes,
                            "models": {}}
     lab = get_labeller("tersoff")
-    res["md_tersoff"] = md_run(lab.calculator(), args.md_steps)
+    res["md_tersoff"] = md_run(lab.calculator(), args.md_steps, size=args.md_size)
     print(f"[force_training] Tersoff MD: drift {res['md_tersoff']['etot_drift_mev_per_atom']:.2f} meV/atom, "
           f"T_final {res['md_tersoff']['temperature_final_K']:.0f} K", file=sys.stderr, flush=True)
     parity = {}
@@ -147,17 +151,18 @@ def main(argv: list[str] | None = None) -> int:
         hist = json.load(open(os.path.join(cfg["out"], "log.json")))
         ev = evaluate(model, te_atoms, te_E, te_F)
         parity[name] = ev.pop("_forces")
-        md = md_run(model.calculator(), args.md_steps)
+        md = md_run(model.calculator(), args.md_steps, size=args.md_size)
         res["models"][name] = {"force_weight": w, "epochs": len(hist), "train_s": t_train, **ev, "md": md}
         print(f"[force_training] {name}: {len(hist)} epochs, energy MAE {ev['energy_mae_mev_per_atom']:.1f} "
               f"meV/atom, force MAE {ev['force_mae_ev_per_a']:.3f} eV/A (r {ev['force_r']:.2f}), MD drift "
               f"{md['etot_drift_mev_per_atom']:.1f} meV/atom, T_final {md['temperature_final_K']:.0f} K",
               file=sys.stderr, flush=True)
-    os.makedirs(os.path.dirname(RESULT), exist_ok=True)
-    with open(RESULT + ".json.tmp", "w") as fh:
+    result = os.path.join(os.path.dirname(RESULT), args.results)
+    os.makedirs(os.path.dirname(result), exist_ok=True)
+    with open(result + ".json.tmp", "w") as fh:
         json.dump(res, fh, indent=1)
-    os.replace(RESULT + ".json.tmp", RESULT + ".json")
-    plot(res, parity, RESULT + ".png")
+    os.replace(result + ".json.tmp", result + ".json")
+    plot(res, parity, result + ".png")
     return 0
 
 
