@@ -73,10 +73,15 @@ def _ood_sets(n: int, seed: int = 7) -> dict[str, list]:
     return out
 
 
+def _n_atoms(s) -> int:
+    """Atoms of an ``ase.Atoms`` or of a dataset's lean ``(positions, numbers, cell, pbc)`` tuple."""
+    return len(s[1]) if isinstance(s, tuple) else len(s)
+
+
 def _stats(ens, structs, energies) -> dict:
     from scipy.stats import spearmanr
 
-    n = np.array([len(a) for a in structs], float)
+    n = np.array([_n_atoms(a) for a in structs], float)
     per = np.stack([m.predict_energies(structs) for m in ens.members]) / n  # (members, structures) per atom
     mean = per.mean(axis=0)
     std = per.std(axis=0, ddof=1)
