@@ -71,6 +71,7 @@ def md_run(calc, steps: int, seed: int = 0, size: int = 6) -> dict[str, Any]:
         from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
     from ednn.atoms import structures as st
+    from ednn.errors import InputError
 
     at = st.rattle(st.graphene(size, size, a=st.A_BNC), 0.03, rng=seed)
     at.calc = calc
@@ -84,10 +85,16 @@ def md_run(calc, steps: int, seed: int = 0, size: int = 6) -> dict[str, Any]:
 
     dyn.attach(record, interval=10)
     t0 = time.perf_counter()
-    dyn.run(steps)
+    failure = None
+    try:
+        dyn.run(steps)
+    except InputError as err:  # the calculator refuses a structure (atoms overlapping): the run blew up; say when
+        failure = {"at_step": int(dyn.nsteps), "at_fs": 0.5 * int(dyn.nsteps), "error": str(err)}
     wall = time.perf_counter() - t0
     e = np.array(etot) / len(at)
-    return {"steps": steps, "atoms": len(at), "time_fs": 0.5 * steps, "ms_per_step": 1000 * wall / steps,
+    steps = int(dyn.nsteps) if failure else steps
+    return {"failure": failure, "steps": steps, "atoms": len(at), "time_fs": 0.5 * steps,
+            "ms_per_step": 1000 * wall / max(steps, 1),
             "etot_max_excursion_mev_per_atom": float(1000 * np.abs(e - e[0]).max()),
             "etot_drift_mev_per_atom": float(1000 * (e[-1] - e[0])),
             "etot_std_mev_per_atom": float(1000 * e.std()),
@@ -116,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--md-steps", type=int, default=400, help="NVE steps of 0.5 fs (2000: 1 ps)")
     ap.add_argument("--md-size", type=int, default=6, help="graphene sheet of MD-SIZE^2 cells (10: 200 atoms)")
     ap.add_argument("--results", default="force_training", help="name of the JSON/PNG in experiments/results")
+    ap.add_argument("--reuse", action="store_true", help="load the models trained by an earlier run instead of training")
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, ROOT)
@@ -146,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = {"out": os.path.join(RUNS, name), "seed": 0, "data": {"val_fraction": 0.1},
                "train": {"epochs": 500, "max_time_s": 60 * args.minutes, "force_weight": w, "progress": False}}
         t0 = time.time()
-        model = ednn.train.train(cfg, structures=tr_atoms, energies=tr_E, forces=tr_F)
+        saved = os.path.join(cfg["out"], "model", "config.json")
+        if args.reuse and os.path.exists(saved):  # evaluate and run MD again with the model trained earlier
+            model = ednn.load(os.path.join(cfg["out"], "model"))
+        else:
+            model = ednn.train.train(cfg, structures=tr_atoms, energies=tr_E, forces=tr_F)
         t_train = time.time() - t0
         hist = json.load(open(os.path.join(cfg["out"], "log.json")))
         ev = evaluate(model, te_atoms, te_E, te_F)
@@ -155,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         res["models"][name] = {"force_weight": w, "epochs": len(hist), "train_s": t_train, **ev, "md": md}
         print(f"[force_training] {name}: {len(hist)} epochs, energy MAE {ev['energy_mae_mev_per_atom']:.1f} "
               f"meV/atom, force MAE {ev['force_mae_ev_per_a']:.3f} eV/A (r {ev['force_r']:.2f}), MD drift "
-              f"{md['etot_drift_mev_per_atom']:.1f} meV/atom, T_final {md['temperature_final_K']:.0f} K",
+              f"{md['etot_drift_mev_per_atom']:.1f} meV/atom, T_final {md['temperature_final_K']:.0f} K"
+              + (f"; MD failed at {md['failure']['at_fs']:.0f} fs: {md['failure']['error']}" if md["failure"] else ""),
               file=sys.stderr, flush=True)
     result = os.path.join(os.path.dirname(RESULT), args.results)
     os.makedirs(os.path.dirname(result), exist_ok=True)
@@ -187,10 +200,13 @@ def plot(res: dict, parity: dict, path: str) -> None:
         ax.set_title(f"{name}: MAE {m['force_mae_ev_per_a']:.2f} eV/A, r {m['force_r']:.2f}\n"
                      f"energy MAE {m['energy_mae_mev_per_atom']:.1f} meV/atom, {m['epochs']} epochs", fontsize=8)
     ax = axes[-1]
-    steps = np.arange(len(res["md_tersoff"]["temperatures_K"])) * 10 * 0.5
-    ax.plot(steps, res["md_tersoff"]["temperatures_K"], "k-", label="Tersoff")
+    def fs(t):  # a temperature every 10 steps of 0.5 fs
+        return np.arange(len(t)) * 10 * 0.5
+
+    ax.plot(fs(res["md_tersoff"]["temperatures_K"]), res["md_tersoff"]["temperatures_K"], "k-", label="Tersoff")
     for name in names:
-        ax.plot(steps, res["models"][name]["md"]["temperatures_K"], label=name)
+        t = res["models"][name]["md"]["temperatures_K"]
+        ax.plot(fs(t), t, label=name + (" (blew up)" if res["models"][name]["md"]["failure"] else ""))
     ax.set_xlabel("time (fs), NVE from 300 K")
     ax.set_ylabel("temperature (K)")
     ax.legend(fontsize=7)

@@ -137,6 +137,8 @@ def main(argv=None) -> int:
     p.add_argument("--out-runs", default=str(ROOT / "runs" / "peers"))
     p.add_argument("--models", nargs="*", default=["ednn", "painn", "soap"])
     p.add_argument("--results", default="peers")
+    p.add_argument("--reuse", action="store_true",
+                   help="take the models not in --models from their earlier results in --out-runs (M.json)")
     args = p.parse_args(argv)
     if any(m != "ednn" for m in args.models) and not os.path.exists(args.peers_python):
         raise SystemExit(f"{args.peers_python} not found: build the peers' environment first "
@@ -147,8 +149,14 @@ def main(argv=None) -> int:
     print(f"[peers] exported train {len(split['train'])} / val {len(split['val'])} / test {len(split['test'])} "
           f"and the transfer set in {time.time() - t0:.0f} s", flush=True)
     runs = {}
-    for m in args.models:
+    for m in ("ednn", "painn", "soap"):
         part = Path(args.out_runs) / f"{m}.json"
+        if m not in args.models:
+            if args.reuse and part.exists():
+                r = json.loads(part.read_text())
+                r["metrics"] = metrics(r, data)
+                runs[m] = r
+            continue
         if m == "ednn":
             r = run_ednn(args, data)
             part.write_text(json.dumps(r))
