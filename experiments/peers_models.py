@@ -51,6 +51,7 @@ def run_painn(args) -> dict:
     torch.manual_seed(0)
     work = os.path.join(args.work, "painn")
     os.makedirs(work, exist_ok=True)
+    os.chdir(work)  # SchNetPack's data module leaves a lock file (splitting.lock) in the working directory
     train, val = read(args.data, "train"), read(args.data, "val")
     species = sorted({int(z) for s in train for z in s.numbers})
     refs = atom_refs(train, _energies(train), species)
@@ -225,7 +226,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--energy-weight", type=float, default=0.1)
     args = p.parse_args(argv)
-    args.work = args.work or os.path.dirname(os.path.abspath(args.data))
+    args.data, args.out = os.path.abspath(args.data), os.path.abspath(args.out)
+    args.work = os.path.abspath(args.work or os.path.dirname(args.data))
     res = run_painn(args) if args.model == "painn" else run_soap(args)
     with open(args.out + ".tmp", "w") as fh:
         json.dump(res, fh)
