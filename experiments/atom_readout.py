@@ -63,21 +63,14 @@ def pooled(model, feat, atoms) -> tuple[np.ndarray, np.ndarray]:
     return pix, atom
 
 
-def ridge(x, y, alpha):
-    """Closed-form ridge on standardised columns; returns a predictor."""
-    mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-12
-    z = (x - mu) / sd
-    ym = y.mean()
-    coef = np.linalg.solve(z.T @ z + alpha * len(z) * np.eye(z.shape[1]), z.T @ (y - ym))
-    return lambda q: ((q - mu) / sd) @ coef + ym
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=str(ROOT / "runs" / "uncertainty" / "member_0" / "model"))
     p.add_argument("--n-inv", type=int, default=50)
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "atom_readout.json"))
     args = p.parse_args(argv)
+    from _ridge import best_ridge  # experiments/_ridge.py, beside this script
+
     import ednn
     from ednn.data import Dataset, split_indices
     from ednn.image.describe import equivalent_structures
@@ -105,14 +98,9 @@ def main(argv=None) -> int:
                                                                      for a in sets["test"][: args.n_inv]]), strict=True)}
     moved = {op: [pooled(model, feat, o[op]) for o in inv] for op in ops}
     for j, pool in enumerate(("pixel", "atom")):
-        best = None
-        for alpha in 10.0 ** np.arange(-9, 1):
-            f = ridge(feats["train"][j], feats["train"][2], alpha)
-            mae = float(np.mean(np.abs(f(feats["val"][j]) - feats["val"][2])))
-            if best is None or mae < best[0]:
-                best = (mae, alpha, f)
-        _, alpha, f = best
-        r = {"alpha": float(alpha), "val_mae_mev": 1000 * best[0]}
+        f, alpha, val_mae = best_ridge(feats["train"][j], feats["train"][2], feats["val"][j], feats["val"][2],
+                                       10.0 ** np.arange(-9, 1))
+        r = {"alpha": alpha, "val_mae_mev": 1000 * val_mae}
         for name in ("test", "transfer"):
             err = f(feats[name][j]) - feats[name][2]
             r[name] = {"mae_mev": float(1000 * np.abs(err).mean()), "rmse_mev": float(1000 * np.sqrt((err ** 2).mean()))}

@@ -63,34 +63,6 @@ def voxel_features(soap, atoms, species, k: int) -> np.ndarray:
     return np.concatenate([acc / (k * k), comp])
 
 
-def operations(atoms, rng) -> dict:
-    """The same structure written down otherwise (as ednn.image.describe.equivalent_structures)."""
-    from ase.build import make_supercell
-
-    def recell(p):
-        m = np.eye(3, dtype=int)
-        m[:2, :2] = p
-        return make_supercell(atoms, m, wrap=True)
-
-    ops = {}
-    t = atoms.copy()
-    t.positions[:, :2] += rng.uniform(-5, 5, 2)
-    t.wrap()
-    ops["translate"] = t
-    s = atoms.copy()
-    s.positions += 0.5 * SPACING * atoms.cell[0] / np.linalg.norm(atoms.cell[0])
-    s.wrap()
-    ops["subpixel"] = s
-    ops["basis"] = recell([[1, 0], [1, 1]])
-    ops["basis_120"] = recell([[1, 0], [-1, 1]])
-    ops["supercell"] = recell([[2, 0], [0, 1]])
-    ops["rect_super"] = recell([[1, 0], [1, 2]])
-    r = atoms.copy()
-    r.rotate(float(rng.uniform(0, 360)), "z", rotate_cell=True)
-    ops["rotate"] = r
-    return ops
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(ROOT / "runs" / "peers" / "data"))
@@ -98,9 +70,12 @@ def main(argv=None) -> int:
     p.add_argument("--n-inv", type=int, default=50, help="held-out structures for the invariance checks")
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "voxel_descriptors.json"))
     args = p.parse_args(argv)
+    from _ridge import best_ridge  # experiments/_ridge.py, beside this script
     from ase.io import read
     from dscribe.descriptors import SOAP
-    from sklearn.linear_model import Ridge
+
+    sys.path.insert(0, str(ROOT))  # ednn's description operations (NumPy and ASE only: no TensorFlow here)
+    from ednn.image.describe import equivalent_structures
 
     sets = {k: read(os.path.join(args.data, f"{k}.extxyz"), ":") for k in ("train", "val", "test", "transfer")}
     species = sorted({int(z) for s in sets["train"] for z in s.numbers})
@@ -109,7 +84,7 @@ def main(argv=None) -> int:
            "spacing_A": SPACING, "runs": {}}
     rng = np.random.default_rng(0)
     inv_structs = sets["test"][: args.n_inv]
-    inv_ops = [operations(a, rng) for a in inv_structs]
+    inv_ops = [equivalent_structures(a, rng, SPACING) for a in inv_structs]
     for k in args.shifts:
         t0 = time.time()
         feats = {name: np.stack([voxel_features(soap, a, species, k) for a in structs])
@@ -117,20 +92,13 @@ def main(argv=None) -> int:
         t_feat = time.time() - t0
         n = {name: np.array([len(a) for a in structs], float)[:, None] for name, structs in sets.items()}
         e = {name: np.array([a.get_potential_energy() for a in structs]) for name, structs in sets.items()}
-        xtr = feats["train"] / n["train"]
-        mu, sd = xtr.mean(axis=0), xtr.std(axis=0) + 1e-12
-        best = None
-        for alpha in 10.0 ** np.arange(-10, 2):
-            reg = Ridge(alpha=alpha).fit((xtr - mu) / sd, e["train"] / n["train"][:, 0])
-            mae = float(np.mean(np.abs(reg.predict((feats["val"] / n["val"] - mu) / sd) - e["val"] / n["val"][:, 0])))
-            if best is None or mae < best[0]:
-                best = (mae, alpha, reg)
-        _, alpha, reg = best
+        f, alpha, val_mae = best_ridge(feats["train"] / n["train"], e["train"] / n["train"][:, 0],
+                                       feats["val"] / n["val"], e["val"] / n["val"][:, 0], 10.0 ** np.arange(-10, 2))
 
-        def energy_per_atom(x, na, reg=reg, mu=mu, sd=sd):
-            return reg.predict((x / na - mu) / sd)
+        def energy_per_atom(x, na, f=f):
+            return f(x / na)
 
-        run = {"shifts": k, "alpha": float(alpha), "features_s": t_feat, "val_mae_mev": 1000 * best[0]}
+        run = {"shifts": k, "alpha": alpha, "features_s": t_feat, "val_mae_mev": 1000 * val_mae}
         for name in ("test", "transfer"):
             err = energy_per_atom(feats[name], n[name]) - e[name] / n[name][:, 0]
             run[name] = {"mae_mev": float(1000 * np.abs(err).mean()), "rmse_mev": float(1000 * np.sqrt((err ** 2).mean())),
