@@ -70,9 +70,9 @@ def main(argv=None) -> int:
     p.add_argument("--n-inv", type=int, default=50, help="held-out structures for the invariance checks")
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "voxel_descriptors.json"))
     args = p.parse_args(argv)
-    from _ridge import best_ridge  # experiments/_ridge.py, beside this script
     from ase.io import read
     from dscribe.descriptors import SOAP
+    from sklearn.linear_model import Ridge
 
     sys.path.insert(0, str(ROOT))  # ednn's description operations (NumPy and ASE only: no TensorFlow here)
     from ednn.image.describe import equivalent_structures
@@ -92,13 +92,20 @@ def main(argv=None) -> int:
         t_feat = time.time() - t0
         n = {name: np.array([len(a) for a in structs], float)[:, None] for name, structs in sets.items()}
         e = {name: np.array([a.get_potential_energy() for a in structs]) for name, structs in sets.items()}
-        f, alpha, val_mae = best_ridge(feats["train"] / n["train"], e["train"] / n["train"][:, 0],
-                                       feats["val"] / n["val"], e["val"] / n["val"][:, 0], 10.0 ** np.arange(-10, 2))
+        xtr = feats["train"] / n["train"]
+        mu, sd = xtr.mean(axis=0), xtr.std(axis=0) + 1e-12
+        best = None
+        for alpha in 10.0 ** np.arange(-10, 2):  # sklearn's alpha (not scaled by the number of rows)
+            reg = Ridge(alpha=alpha).fit((xtr - mu) / sd, e["train"] / n["train"][:, 0])
+            mae = float(np.mean(np.abs(reg.predict((feats["val"] / n["val"] - mu) / sd) - e["val"] / n["val"][:, 0])))
+            if best is None or mae < best[0]:
+                best = (mae, alpha, reg)
+        val_mae, alpha, reg = best
 
-        def energy_per_atom(x, na, f=f):
-            return f(x / na)
+        def energy_per_atom(x, na, reg=reg, mu=mu, sd=sd):
+            return reg.predict((x / na - mu) / sd)
 
-        run = {"shifts": k, "alpha": alpha, "features_s": t_feat, "val_mae_mev": 1000 * val_mae}
+        run = {"shifts": k, "alpha": float(alpha), "features_s": t_feat, "val_mae_mev": 1000 * val_mae}
         for name in ("test", "transfer"):
             err = energy_per_atom(feats[name], n[name]) - e[name] / n[name][:, 0]
             run[name] = {"mae_mev": float(1000 * np.abs(err).mean()), "rmse_mev": float(1000 * np.sqrt((err ** 2).mean())),
