@@ -32,7 +32,8 @@ from .image.grid import GRID_DEFAULTS
 from .properties import ENERGY, get_property
 
 __all__ = ["DEFAULTS", "SCHEMA", "DEFAULT_MODEL", "HEADS", "ACTIVATIONS", "load_config", "normalize_config",
-           "normalize_model_config", "dump_config", "config_diff", "receptive_radius"]
+           "normalize_model_config", "dump_config", "config_diff", "receptive_radius", "resolve_representation",
+           "REPRESENTATIONS", "IMAGE_ONLY"]
 
 _NUM = (int, float)
 _OPT_STR = (str, type(None))
@@ -40,6 +41,18 @@ _OPT_INT = (int, type(None))
 _OPT_NUM = (int, float, type(None))
 
 HEADS = ("density", "dense")
+REPRESENTATIONS = ("atoms", "image")
+#: keys that only the voxel-image CNN uses: giving any of them makes model.representation "auto" the image
+IMAGE_ONLY = {
+    "model": ("head", "layers", "filters", "kernel", "activation", "readout", "residual", "vacuum_zero",
+              "input_scale", "metric_channels", "pair_features", "upsample", "field_scale", "shift_average",
+              "cell_average"),
+    "grid": ("spacing", "sigma", "cutoff", "mode", "focus", "context", "min_vacuum", "heights"),
+    "train": ("epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "schedule", "min_lr_fraction",
+              "decay_rate", "warmup_epochs", "plateau_patience", "plateau_factor", "patience", "restore_best",
+              "clip_norm", "loss", "huber_delta", "force_weight", "field_weight", "field_integral_weight",
+              "lr_scaling", "max_time_s", "bucket", "augment"),
+}
 ACTIVATIONS = ("swish", "silu", "tanh", "softplus", "gelu", "elu", "relu", "shifted_softplus")
 
 # A range is (low, high, low_inclusive, high_inclusive); None for an open side. Numbers only.
@@ -78,6 +91,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         "heights": (None, _OPT_INT, (None, 0, 1, 2, 3, 4), None),
     },
     "model": {
+        # "atoms": atom-centred density projections + linear readout (ednn.predict.atomic), exactly invariant;
+        # "image": the voxel-image CNN (the only one for per-voxel targets); "auto": see resolve_representation
+        "representation": ("auto", (str,), ("auto",) + REPRESENTATIONS, None),
         "head": ("density", (str,), HEADS, None),
         "layers": (5, (int,), None, _ONE_UP),  # conv layers (receptive radius 5 px = 3.1 A at the default grid)
         "filters": (32, (int, list), None, None),  # int or one int per conv layer
@@ -101,6 +117,17 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         # 2D grids: energies averaged over every reduced basis of the cell's lattice (ednn.image.describe.
         # reduced_bases): exactly invariant to the choice of basis; train with train.augment: reduced
         "cell_average": (False, (bool,), None, None),
+    },
+    # the atom-centred model (model.representation "atoms"; ednn.nn.atomic), fitted in closed form
+    "atoms": {
+        "cutoff": (4.0, _NUM, None, _POS),  # A: neighbours seen by each atom
+        "n_radial": (8, (int,), None, _ONE_UP),  # radial functions per neighbour species
+        "l_max": (4, (int,), None, _NONNEG),  # highest angular order (powers of cos(theta_jik))
+        "r_min": (0.8, _NUM, None, _POS),  # A: first radial centre
+        "radial_width": (0.8, _NUM, None, _POS),  # A: width of the radial Gaussians
+        # weight of a force row (eV/A) against a per-atom energy row (eV/atom); 0: energies only
+        "force_weight": (0.0, _NUM, None, _NONNEG),
+        "force_rows": (4, (int,), None, _ONE_UP),  # random force projections per structure when force_weight > 0
     },
     "train": {
         "epochs": (60, (int,), None, _ONE_UP),
@@ -280,6 +307,7 @@ def normalize_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
             raise ConfigError(f"data.targets: {name!r} is a per-{prop.kind} property; train on 'energy' "
                               "(forces through train.force_weight) and per-voxel targets")
     out["model"]["energy"] = ENERGY.key in targets  # the energy output exists when the energy is a target
+    out["model"]["representation"] = resolve_representation(cfg, out["model"]["representation"], targets)
     if out["model"]["upsample"] > 1 and targets == [ENERGY.key]:
         raise ConfigError(f"model.upsample = {out['model']['upsample']} refines per-voxel fields, but data.targets "
                           "names none; leave it at 1 or add a per-voxel target (e.g. ldos) to data.targets")
@@ -291,6 +319,33 @@ def normalize_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     if t["force_weight"] > 0 and ENERGY.key not in targets:
         raise ConfigError("train.force_weight > 0 needs 'energy' in data.targets (forces are -dE/dpositions)")
     return out
+
+
+def resolve_representation(given: dict[str, Any], representation: str, targets: list[str]) -> str:
+    """``model.representation`` of a config as given (before defaults): "auto" becomes "atoms" for energy
+    targets unless the config sets a key only the image CNN uses (:data:`IMAGE_ONLY`), "image" otherwise;
+    ConfigError for "atoms" with per-voxel targets or image-only keys."""
+    def set_keys(sec: str, keys, differ: bool) -> list[str]:  # keys given (differ: and not at their default)
+        sub = given.get(sec) or {}
+        return [f"{sec}.{k}" for k in keys if k in sub and not (differ and sub[k] == SCHEMA[sec][k][0])]
+
+    voxel = [t for t in targets if t != ENERGY.key]
+    if representation == "auto":
+        image_keys = [k for sec, keys in IMAGE_ONLY.items() for k in set_keys(sec, keys, False)]
+        return "image" if voxel or image_keys else "atoms"
+    # an explicit choice (also a normalized config, which lists every key): only values off their defaults clash
+    image_keys = [k for sec, keys in IMAGE_ONLY.items() for k in set_keys(sec, keys, True)]
+    if representation == "atoms":
+        if voxel:
+            raise ConfigError(f"model.representation 'atoms' predicts energies only; the per-voxel target(s) {voxel} "
+                              "need model.representation 'image'")
+        if image_keys:
+            raise ConfigError(f"model.representation 'atoms' does not use {image_keys} (voxel-image settings); "
+                              "remove them, or set model.representation 'image'")
+    elif set_keys("atoms", SCHEMA["atoms"], True):
+        raise ConfigError(f"{set_keys('atoms', SCHEMA['atoms'], True)} set the atom-centred model, but "
+                          "model.representation is 'image'; remove it or set model.representation 'atoms'")
+    return representation
 
 
 class _Loader:

@@ -81,9 +81,12 @@ def save_model(model, path: str) -> str:
     os.makedirs(parent, exist_ok=True)
     tmpdir = tempfile.mkdtemp(prefix=".ednn-save-", dir=parent)
     try:
-        model.network.save_weights(os.path.join(tmpdir, WEIGHTS))
+        # an atom-centred model (ednn.predict.atomic) describes and writes itself; image models through Keras
+        write_weights = getattr(model, "write_weights", None) or model.network.save_weights
+        write_weights(os.path.join(tmpdir, WEIGHTS))
+        desc = model.describe() if hasattr(model, "describe") else model_config_dict(model)
         with open(os.path.join(tmpdir, CONFIG), "w") as fh:
-            json.dump(model_config_dict(model), fh, indent=2)
+            json.dump(desc, fh, indent=2)
         if path.endswith(".zip"):
             tmpzip = os.path.join(tmpdir, "model.zip")
             with zipfile.ZipFile(tmpzip, "w", zipfile.ZIP_DEFLATED) as z:

@@ -47,12 +47,16 @@ class ForcesNotTrainedWarning(UserWarning):
 
 def _trained_on_forces(model) -> bool | None:
     """Whether the model's training fitted forces (None: unknown, e.g. a model saved without its config)."""
-    cfg = (getattr(model, "meta", None) or {}).get("train_config")
+    meta = getattr(model, "meta", None) or {}
+    if "trained_on_forces" in meta:  # atom-centred models record it directly
+        return bool(meta["trained_on_forces"])
+    cfg = meta.get("train_config")
     if not isinstance(cfg, dict):
         return None
     return float((cfg.get("train") or {}).get("force_weight", 0.0) or 0.0) > 0.0
 
-_VARIABLE = frozenset({"offsets", "offsets_cart", "weights", "channels"})  # leading axis: any size
+_VARIABLE = frozenset({"offsets", "offsets_cart", "weights", "channels",  # image models
+                       "i", "j", "shift", "species", "slot"})  # atom-centred models: pairs, atoms  # leading axis: any size
 
 
 def input_signature(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +103,9 @@ def generic_gradient_function(model, inputs: dict[str, Any]):
     if fn is not None:
         return fn
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32), input_signature(inputs)])
+    dtype = tf.as_dtype(getattr(model, "position_dtype", "float32"))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], dtype), input_signature(inputs)])
     def fn(pos, inp):
         return _energy_and_gradients(model, pos, inp)
 
@@ -147,7 +153,7 @@ class EDNNCalculator(Calculator):
         self.maps = maps
         self._compiled: dict[bytes, Any] = {}
         self._seen: dict[bytes, int] = {}
-        self._domain = model.domain if getattr(model, "grid", None) is not None else None
+        self._domain = getattr(model, "domain", None)
         self._domain_seen: set[str] = set()
         self._domain_calls = 0
         self._warn_forces = _trained_on_forces(model) is False
@@ -176,7 +182,7 @@ class EDNNCalculator(Calculator):
         import tensorflow as tf
 
         positions = atoms.get_positions() if hasattr(atoms, "get_positions") else np.asarray(atoms[0])
-        pos = tf.constant(positions, tf.float32)
+        pos = tf.constant(positions, tf.as_dtype(getattr(self.model, "position_dtype", "float32")))
         if self.model.head != "dense":
             inputs = self.model.energy_tf_inputs(atoms)
             out = generic_gradient_function(self.model, inputs)(pos, inputs)

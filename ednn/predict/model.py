@@ -599,6 +599,10 @@ def load(path: str) -> EnergyModel:
     if is_ensemble(str(path)):  # a folder written by `ednn train --ensemble K`
         return load_ensemble(str(path))
     with read_model(path) as (cfg, weights):
+        if cfg.get("representation") == "atoms":  # an atom-centred model (ednn.predict.atomic)
+            from .atomic import AtomicModel  # noqa: PLC0415
+
+            return AtomicModel.from_files(cfg, weights, str(path))
         grid = GridSpec.from_dict(cfg["grid"]) if cfg["grid"] is not None else None
         tile_size = grid.tile_size if grid is not None else None
         try:

@@ -92,7 +92,7 @@ def table_md(rows: list[dict], key: str = "atoms") -> str:
 
 def species_counts(model: Any, structures: Sequence[Any]) -> np.ndarray:
     """Atoms of each of the model's species per structure, shape ``(n_structures, n_species)``."""
-    lut = {z: i for i, z in enumerate(model.grid.species)}
+    lut = {z: i for i, z in enumerate(model.species)}
     c = np.zeros((len(structures), len(lut)))
     for i, s in enumerate(structures):
         nums = s.numbers if hasattr(s, "numbers") else s[1]

@@ -1,0 +1,186 @@
+"""The atom-centred energy model (ednn.nn.atomic, ednn.predict.atomic): symmetries of a *trained* model.
+
+In the style of NequIP's model tests: every operation that leaves the physics unchanged is applied to random
+structures of every kind the library generates, and the energy of a model fitted to Tersoff energies must not
+move (issue 11 asks at most 1 meV/atom; the representation makes it exact, so the test asks round-off:
+1e-9 eV/atom). Forces must rotate with the structure, equal finite differences of the energy, and the
+stress must equal the derivative of the energy under strain.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_graphene
+
+from ednn.errors import InputError, SpeciesError
+
+KINDS = ("graphene", "hbn", "bcn", "hetero", "defect")  # every kind of sheet ednn.atoms.generate makes
+OPS = ("translate", "subpixel", "basis", "basis_120", "supercell", "rect_super", "swap", "rotate", "mirror",
+       "permute")
+
+
+def _labelled(kind: str, n: int, seed: int, n_atoms=(20, 80)):
+    from ednn.atoms.generate import generate
+    from ednn.atoms.labellers import get_labeller
+
+    lab = get_labeller("tersoff")
+    structs = list(generate(kind, n, seed=seed, n_atoms=n_atoms, relax_defects=False))
+    out = [lab.label(a) for a in structs]
+    return structs, np.array([o["energy"] for o in out]), [np.asarray(o["forces"]) for o in out]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A model fitted to 150 Tersoff-labelled sheets of every kind (energies only; a few seconds)."""
+    from ednn.nn.atomic import AtomicBasis
+    from ednn.predict.atomic import fit_atomic
+
+    tr, e_tr, va, e_va, te, e_te = [], [], [], [], [], []
+    for k, kind in enumerate(KINDS):
+        s, e, _ = _labelled(kind, 40, seed=100 + k)
+        tr += s[:26]
+        va += s[26:32]
+        te += s[32:]
+        e_tr.append(e[:26])
+        e_va.append(e[26:32])
+        e_te.append(e[32:])
+    basis = AtomicBasis(species=(5, 6, 7), cutoff=4.0, n_radial=6, l_max=3, radial_width=0.8)
+    model = fit_atomic(tr, np.concatenate(e_tr), va, np.concatenate(e_va), basis)
+    return model, te, np.concatenate(e_te)
+
+
+def test_the_fitted_model_has_learned_the_energies(fitted):
+    model, te, e_te = fitted
+    n = np.array([len(a) for a in te])
+    err = np.abs(model.predict_energies(te) - e_te) / n
+    # 130 training sheets of five kinds: a linear fit of the projections reaches ~10 meV/atom held out;
+    # the per-element references alone (the model with zero weights) are off by > 100
+    assert err.mean() < 0.03
+    from ednn.predict.atomic import AtomicModel
+
+    bare = AtomicModel(model.basis, None, model.refs)
+    assert (np.abs(bare.predict_energies(te) - e_te) / n).mean() > 3 * err.mean()
+
+
+def test_every_symmetry_leaves_the_energy_of_a_trained_model_unchanged(fitted):
+    """50 random structures (10 of each kind) x 10 operations: the largest change is round-off."""
+    from ednn.atoms.generate import generate
+    from ednn.image.describe import equivalent_structures
+
+    model = fitted[0]
+    rng = np.random.default_rng(7)
+    worst = {op: 0.0 for op in OPS}
+    for k, kind in enumerate(KINDS):
+        structs = list(generate(kind, 10, seed=300 + k, n_atoms=(20, 120), relax_defects=False))
+        for at in structs:
+            at.rattle(0.05, seed=int(rng.integers(1 << 30)))
+            ops = equivalent_structures(at, rng, 0.62375)
+            assert set(OPS) <= set(ops)
+            e0 = model.predict_energy(at) / len(at)
+            e = model.predict_energies([ops[o] for o in OPS]) / np.array([len(ops[o]) for o in OPS])
+            for o, v in zip(OPS, e):
+                worst[o] = max(worst[o], abs(v - e0))
+    assert max(worst.values()) < 1e-9, worst  # eV/atom; the issue's tolerance is 1e-3
+
+
+def test_forces_rotate_with_the_structure_and_equal_finite_differences(fitted):
+    model = fitted[0]
+    from ednn.atoms.generate import generate
+
+    at = next(iter(generate("defect", 1, seed=11, n_atoms=(40, 60), relax_defects=False)))
+    at.rattle(0.08, seed=3)
+    at.calc = model.calculator()
+    f = at.get_forces()
+    assert np.abs(f).max() > 0.1  # a rattled sheet: real forces, not zeros
+    rot = at.copy()
+    rot.rotate(73.0, "z", rotate_cell=True)
+    rot.rotate(180.0, "x", rotate_cell=True)  # upside down: a 3D rotation of the sheet
+    R = rot.cell[:].T @ np.linalg.inv(at.cell[:].T)
+    rot.calc = model.calculator()
+    np.testing.assert_allclose(rot.get_forces(), f @ R.T, atol=1e-8)
+    h = 1e-4
+    for i, ax in ((0, 0), (5, 1), (17, 2), (len(at) - 1, 0)):
+        p, m = at.copy(), at.copy()
+        p.positions[i, ax] += h
+        m.positions[i, ax] -= h
+        fd = -(model.predict_energy(p) - model.predict_energy(m)) / (2 * h)
+        assert f[i, ax] == pytest.approx(fd, abs=1e-6)
+    assert np.abs(f.sum(axis=0)).max() < 1e-8  # no net force: translation invariance
+
+
+def test_atoms_on_cell_boundaries_and_perfect_lattices():
+    """A perfect lattice with atoms on the cell's edges: zero forces, and the same energy per atom at any size."""
+    from ednn.nn.atomic import AtomicBasis
+    from ednn.predict.atomic import AtomicModel
+
+    rng = np.random.default_rng(0)
+    basis = AtomicBasis(species=(5, 6, 7), n_radial=4, l_max=2)
+    model = AtomicModel(basis, rng.normal(size=(3, basis.n_features)) * 1e-3, np.array([-6.0, -7.0, -8.0]))
+    g = make_graphene()
+    g.positions[0] = 0.0  # exactly on the corner
+    g.center(vacuum=8.0, axis=2)
+    es = []
+    for n in (1, 4, 10):
+        s = g.repeat((n, n, 1))
+        s.calc = model.calculator()
+        es.append(s.get_potential_energy() / len(s))
+        assert np.abs(s.get_forces()).max() < 1e-10
+    assert max(es) - min(es) < 1e-12
+
+
+def test_stress_is_the_strain_derivative_of_the_energy(fitted):
+    model = fitted[0]
+    at = make_graphene().repeat((3, 3, 1))
+    at.rattle(0.05, seed=1)
+    at.center(vacuum=8.0, axis=2)
+    at.calc = model.calculator()
+    s = at.get_stress(voigt=False)
+    vol = at.get_volume()
+    h = 1e-5
+    for a, b in ((0, 0), (1, 1), (0, 1)):
+        eps = np.zeros((3, 3))
+        eps[a, b] = eps[b, a] = h / 2 if a != b else h
+        p, m = at.copy(), at.copy()
+        p.set_cell(at.cell[:] @ (np.eye(3) + eps), scale_atoms=True)
+        m.set_cell(at.cell[:] @ (np.eye(3) - eps), scale_atoms=True)
+        d = (model.predict_energy(p) - model.predict_energy(m)) / (2 * h)
+        assert s[a, b] == pytest.approx(d / vol, abs=1e-7)
+
+
+def test_atom_energies_sum_to_the_energy_and_are_local(fitted):
+    model = fitted[0]
+    at = make_graphene().repeat((6, 6, 1))
+    at.rattle(0.05, seed=4)
+    at.center(vacuum=8.0, axis=2)
+    e = model.atom_energies(at)
+    assert e.sum() == pytest.approx(model.predict_energy(at), abs=1e-9)
+    far = at.copy()
+    d = far.get_distances(0, range(len(far)), mic=True)
+    j = int(np.argmax(d))
+    assert d[j] > 2 * model.basis.cutoff
+    far.positions[j] += (0.1, 0.0, 0.0)
+    assert model.atom_energies(far)[0] == pytest.approx(e[0], abs=1e-12)  # beyond the cutoff: no effect
+
+
+def test_save_load_round_trip_and_bad_input(fitted, tmp_path):
+    import ednn
+    from ednn.predict.atomic import AtomicModel
+
+    model, te, _ = fitted
+    path = model.save(str(tmp_path / "atoms_model"))
+    back = ednn.load(path)
+    assert isinstance(back, AtomicModel)
+    np.testing.assert_array_equal(back.predict_energies(te[:5]), model.predict_energies(te[:5]))
+    zpath = model.save(str(tmp_path / "m.zip"))
+    assert ednn.load(zpath).basis == model.basis
+    al = make_graphene()
+    al.numbers[:] = 13
+    with pytest.raises(SpeciesError, match=r"\['Al'\]"):
+        model.predict_energy(al)
+    g = make_graphene()
+    g.positions[0, 0] = np.nan
+    with pytest.raises(InputError, match="non-finite"):
+        model.predict_energy(g)
+    with pytest.raises(Exception, match="ensemble"):
+        model.predict_energy(g[:0] + make_graphene(), return_std=True)
