@@ -128,6 +128,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         # weight of a force row (eV/A) against a per-atom energy row (eV/atom); 0: energies only
         "force_weight": (0.0, _NUM, None, _NONNEG),
         "force_rows": (4, (int,), None, _ONE_UP),  # random force projections per structure when force_weight > 0
+        # fit on a bootstrap resample (drawn with the run's seed) of the training split: the members of
+        # `ednn train --ensemble K` (which sets it) then differ, and their spread is the uncertainty
+        "bootstrap": (False, (bool,), None, None),
     },
     "train": {
         "epochs": (60, (int,), None, _ONE_UP),

@@ -355,6 +355,33 @@ def energy_map_plot(atoms: Any, emap: np.ndarray, path: str, title: str = "", bl
     return save_fig(energy_map_figure(atoms, emap, title, block), path)
 
 
+def atom_energy_figure(atoms: Any, energies: np.ndarray, title: str = ""):
+    """Per-atom energies of a 2D structure (meV/atom, minus their median) at the atoms' wrapped positions in
+    Angstrom, equal aspect, with the cell outline: where an atom-centred model puts the energy."""
+    e = 1000 * np.asarray(energies, dtype=np.float64)
+    if e.shape != (len(atoms),):
+        raise InputError(f"need one energy per atom ({len(atoms)}), got shape {e.shape}")
+    fig, ax = _figure((6.4, 5.4), layout="constrained")
+    cell = atoms.cell.array
+    a1, a2 = cell[0, :2], cell[1, :2]
+    xy = (atoms.get_scaled_positions(wrap=True)[:, :2] % 1.0) @ np.array([a1, a2])
+    corners = np.array([[0, 0], a1, a1 + a2, a2, [0, 0]])
+    ax.plot(corners[:, 0], corners[:, 1], color="0.4", lw=0.8)
+    dev = e - np.median(e)
+    lim = float(np.percentile(np.abs(dev), 99)) or 1.0
+    size = float(np.clip(4000.0 / max(len(atoms), 1), 2.0, 30.0))
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=dev, s=size, cmap="RdBu_r", vmin=-lim, vmax=lim, linewidths=0)
+    fig.colorbar(sc, ax=ax, label="atom energy - median (meV)")
+    ax.set_aspect("equal")
+    ax.set(xlabel="x (Å)", ylabel="y (Å)", title=title)
+    return fig
+
+
+def atom_energy_plot(atoms: Any, energies: np.ndarray, path: str, title: str = "") -> str:
+    """Write :func:`atom_energy_figure` to ``path`` (.png, .pdf or .svg); returns ``path``."""
+    return save_fig(atom_energy_figure(atoms, energies, title), path)
+
+
 # ---------------------------------------------------------------- electronic structure
 def dos_plot(energies: np.ndarray, curves: dict[str, np.ndarray], path: str, n_atoms: int = 1,
              fermi_level: float | None = None, title: str = "") -> str:

@@ -184,3 +184,56 @@ def test_save_load_round_trip_and_bad_input(fitted, tmp_path):
         model.predict_energy(g)
     with pytest.raises(Exception, match="ensemble"):
         model.predict_energy(g[:0] + make_graphene(), return_std=True)
+
+
+def test_the_representation_a_config_resolves_to():
+    from ednn.config import load_config
+    from ednn.errors import ConfigError
+
+    data = {"train": "x.h5"}
+    assert load_config({"data": data})["model"]["representation"] == "atoms"  # names only the data
+    assert load_config({"data": data, "model": {"layers": 3}})["model"]["representation"] == "image"
+    assert load_config({"data": data, "train": {"epochs": 5}})["model"]["representation"] == "image"
+    assert load_config({"data": {**data, "targets": ["ldos"]}})["model"]["representation"] == "image"
+    resolved = load_config({"data": data, "atoms": {"cutoff": 5.0}})
+    assert load_config(resolved) == resolved  # a normalized config normalizes to itself
+    with pytest.raises(ConfigError, match=r"does not use \['model.layers'\]"):
+        load_config({"model": {"representation": "atoms", "layers": 3}})
+    with pytest.raises(ConfigError, match="per-voxel"):
+        load_config({"data": {"targets": ["ldos"]}, "model": {"representation": "atoms"}})
+    with pytest.raises(ConfigError, match=r"\['atoms.cutoff'\] set the atom-centred model"):
+        load_config({"model": {"representation": "image"}, "atoms": {"cutoff": 5.0}})
+
+
+def test_train_from_a_config_that_names_only_the_data(tmp_path):
+    import json
+
+    import ednn
+    from ednn.errors import ConfigError
+    from ednn.predict.atomic import AtomicModel
+
+    structs, energies = [], []
+    for k, kind in enumerate(("graphene", "bcn", "defect")):
+        s, e, _ = _labelled(kind, 20, seed=500 + k)
+        structs += s
+        energies.append(e)
+    energies = np.concatenate(energies)
+    cfg = {"out": str(tmp_path / "run"), "data": {"val_fraction": 0.2, "test_fraction": 0.1},
+           "atoms": {"n_radial": 4, "l_max": 2}, "train": {"progress": False}}
+    model = ednn.train.train(cfg, structures=structs, energies=energies)
+    assert isinstance(model, AtomicModel) and model.basis.n_radial == 4
+    back = ednn.load(str(tmp_path / "run" / "model"))
+    np.testing.assert_array_equal(back.predict_energies(structs[:4]), model.predict_energies(structs[:4]))
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert len(split["train"]) == 42 and len(split["val"]) == 12 and len(split["test"]) == 6
+    fit = json.loads((tmp_path / "run" / "fit.json").read_text())
+    assert fit["n_train"] == 42 and fit["alpha"] in [t["alpha"] for t in fit["trials"]]
+    assert back.domain is not None and back.domain.species == [5, 6, 7]
+    # the ensemble's bootstrap members differ; a rerun of the same config is the same model
+    boot = ednn.train.train({**cfg, "out": str(tmp_path / "boot"), "atoms": {**cfg["atoms"], "bootstrap": True}},
+                            structures=structs, energies=energies)
+    assert not np.allclose(boot.weights, model.weights)
+    again = ednn.train.train({**cfg, "out": str(tmp_path / "again")}, structures=structs, energies=energies)
+    np.testing.assert_array_equal(again.weights, model.weights)
+    with pytest.raises(ConfigError, match="without --resume"):
+        ednn.train.train(cfg, structures=structs, energies=energies, resume=True)

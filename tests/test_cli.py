@@ -116,7 +116,7 @@ def test_train_help_shows_every_default_and_a_valid_example(tmp_path):
     text = build_parser("train").format_help()
     shown = yaml.safe_load(_help_section(text, "configuration (", "\nexample:"))
     assert shown == json.loads(json.dumps(DEFAULTS))  # every section and key, with its default
-    assert set(shown) == {"out", "seed", "data", "grid", "model", "train"}
+    assert set(shown) == {"out", "seed", "data", "grid", "model", "atoms", "train"}
     example = _help_section(text, "\nexample:", "`ednn config")
     assert example.strip() == textwrap.dedent(EXAMPLE_CONFIG).strip()
     p = tmp_path / "example.yaml"

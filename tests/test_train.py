@@ -109,7 +109,7 @@ def test_config_ranges_yaml_numbers_and_shared_grid_defaults(tmp_path):
     g = GridSpec()
     for k in ("spacing", "sigma", "cutoff", "mode", "dim", "focus", "min_vacuum"):
         assert DEFAULTS["grid"][k] == GRID_DEFAULTS[k] == getattr(g, k), k
-    assert set(DEFAULTS) == {"out", "seed", "data", "grid", "model", "train"}
+    assert set(DEFAULTS) == {"out", "seed", "data", "grid", "model", "atoms", "train"}
     assert DEFAULTS["model"]["layers"] == 5 and DEFAULTS["model"]["fields"] == {}
 
 

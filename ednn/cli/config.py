@@ -78,7 +78,10 @@ def config_help() -> str:
     return (
         "configuration (a YAML or JSON file; every key is optional, these are the defaults;\n"
         "null means derived: grid.species from the data, grid.context from the network's\n"
-        "receptive radius, grid.heights 1 for 2D grids and 0 for 3D):\n\n"
+        "receptive radius, grid.heights 1 for 2D grids and 0 for 3D). model.representation\n"
+        "auto: the atom-centred energy model (section atoms; exactly invariant, fitted in closed\n"
+        "form) unless the config sets a grid, model or train key only the voxel-image CNN uses\n"
+        "or names per-voxel targets; then the image CNN (the example below is one):\n\n"
         f"{defaults}\n"
         f"example:\n\n{example}\n"
         "`ednn config --show CONFIG` prints a file's full resolved configuration.\n"

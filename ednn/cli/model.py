@@ -163,6 +163,8 @@ def _train_ensemble(cfg: dict, args: argparse.Namespace) -> int:
         ck = copy.deepcopy(cfg)
         ck["seed"] = int(cfg["seed"]) + k
         ck["out"] = os.path.join(out, f"member_{k}")
+        if ck["model"]["representation"] == "atoms":  # a closed-form fit: the members differ by their data only
+            ck["atoms"]["bootstrap"] = True
         names.append(f"member_{k}/model")
         done = os.path.exists(os.path.join(ck["out"], "model", "config.json"))
         if done and not args.overwrite:

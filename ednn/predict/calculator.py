@@ -231,9 +231,11 @@ class EDNNCalculator(Calculator):
             import warnings  # noqa: PLC0415
 
             warnings.warn(ForcesNotTrainedWarning(
-                "this model was trained on energies only (train.force_weight 0): its forces and stress are "
-                "derivatives of an energy fitted without them and can be far off (the make-demo model's: ~1.8 eV/A "
-                "against Tersoff); for dynamics or relaxations train with train.force_weight > 0"), stacklevel=4)
+                "this model was trained on energies only: its forces and stress are derivatives of an energy "
+                "fitted without them. Measure them before dynamics or relaxations (`ednn evaluate MODEL DATA` gives "
+                "the force error on data with forces): an image model fitted this way is off by ~1.8 eV/A against "
+                "Tersoff, the atom-centred one by ~0.2; or train with forces (train.force_weight > 0, image; "
+                "atoms.force_weight > 0, atoms)"), stacklevel=4)
             self._warn_forces = False  # once per calculator
         if "forces" in properties and "stress" not in properties and self.model._huge(a):
             # a huge sheet: energy and forces streamed chunk by chunk with flat memory (MD of 10^6 atoms)

@@ -78,7 +78,10 @@ def _train_atoms(cfg, structures, energies, forces, pick, tr_idx, va_idx, te_idx
             raise ConfigError("the atom-centred fit chooses its ridge strength on a validation split: set "
                               "data.val_fraction > 0 or data.val")
         v_structs, v_E, v_F = pick(structures, va_idx), energies[va_idx], pick(forces, va_idx)
-    model = fit_atomic(pick(structures, tr_idx), energies[tr_idx], v_structs, v_E, basis, forces=pick(forces, tr_idx),
+    fit_idx = tr_idx
+    if a["bootstrap"]:  # the same number of structures, drawn with replacement
+        fit_idx = np.sort(np.random.default_rng(cfg["seed"]).choice(tr_idx, size=len(tr_idx), replace=True))
+    model = fit_atomic(pick(structures, fit_idx), energies[fit_idx], v_structs, v_E, basis, forces=pick(forces, fit_idx),
                        val_forces=v_F, force_weight=a["force_weight"], n_force_rows=a["force_rows"],
                        seed=cfg["seed"], progress=cfg["train"]["progress"] and backend.is_chief)
     model.meta.update({"train_config": cfg, "n_train": int(len(tr_idx)), "n_val": len(v_structs),

@@ -19,11 +19,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from ase.data import chemical_symbols
 
 from ..atoms.labellers import get_labeller
 from ..atoms.structures import generate
 from ..data import DatasetWriter
-from ..plots import energy_map_plot, figure_format, learning_curve, parity_plot
+from ..plots import atom_energy_plot, energy_map_plot, figure_format, learning_curve, parity_plot
 from ..train import train
 from .evaluate import (
     composition_baseline_mae,
@@ -37,13 +38,10 @@ from .evaluate import (
 __all__ = ["DEMO_CONFIG", "run_demo", "demo_report"]
 
 DEMO_CONFIG: dict[str, Any] = {
+    # a config that names only the data (run_demo adds it): the library default for energies, the atom-centred
+    # model (model.representation "auto" -> "atoms"; experiments/atomic_basis.py chose its basis). The voxel-image
+    # CNN of earlier demos is one key away (model.representation: image; its recipe: experiments/uncertainty.yaml)
     "seed": 0,
-    "grid": {},  # defaults of ednn.config (chosen by measurement)
-    "model": {},
-    # energies only: with train.force_weight 10 the same 8 minutes give 9 epochs and held-out 17.5 /
-    # transfer 24.6 meV/atom (force MAE 0.28 eV/A) against 16.9 / 7.9 (force MAE 1.79 eV/A) without.
-    # The data keep the forces, and the report gives the force error either way.
-    "train": {"epochs": 200, "batch_size": 8, "learning_rate": 3e-3, "schedule": "cosine", "force_weight": 0.0},
 }
 
 
@@ -82,7 +80,8 @@ def run_demo(out: str = "runs/demo", quick: bool = False, minutes: float | None 
     quick : bool
         A tiny version (160 training cells, 3 epochs; about a minute), for smoke tests.
     minutes : float, optional
-        Training time budget (default 8, or 0.5 with ``quick``).
+        Training time budget of a voxel-image CNN (``DEMO_CONFIG`` with ``model.representation: image``; default 8,
+        or 0.5 with ``quick``). The default atom-centred model is fitted in closed form and needs no budget.
     fmt : {"png", "pdf", "svg"}
         Figure format.
 
@@ -122,14 +121,18 @@ def run_demo(out: str = "runs/demo", quick: bool = False, minutes: float | None 
     cfg["out"] = os.path.join(out, "run")
     # the held-out cells are a separate dataset (another seed), so no test split is taken from train.h5
     cfg["data"] = {"train": os.path.join(data_dir, "train.h5"), "val_fraction": 0.1, "test_fraction": 0.0}
-    cfg["train"]["max_time_s"] = budget
-    if quick:
-        cfg["train"]["epochs"] = 3
+    image = (cfg.get("model") or {}).get("representation") == "image"
+    if image:  # the voxel-image CNN trains for a budget; the atom-centred fit is one closed-form step
+        cfg.setdefault("train", {})["max_time_s"] = budget
+        if quick:
+            cfg["train"]["epochs"] = 3
     t0 = time.time()
     model = train(cfg, overwrite=True)  # the demo rebuilds its data, so it retrains from scratch
     t_train = time.time() - t0
-    with open(os.path.join(cfg["out"], "log.json")) as fh:
-        hist = json.load(fh)
+    hist = None
+    if os.path.exists(os.path.join(cfg["out"], "log.json")):
+        with open(os.path.join(cfg["out"], "log.json")) as fh:
+            hist = json.load(fh)
 
     t0 = time.time()
     n_te = np.array([len(a) for a in te], float)
@@ -155,27 +158,38 @@ def run_demo(out: str = "runs/demo", quick: bool = False, minutes: float | None 
         "parity_transfer": parity_plot(E_big / n_big_, p_big / n_big_, os.path.join(out, f"parity_transfer.{fmt}"),
                                        f"size transfer ({int(n_big_.min())}-{int(n_big_.max())} atoms)",
                                        groups=[a.info.get("kind", "?") for a in big], baseline_mae_mev=base_big),
-        "learning_curve": learning_curve(hist, os.path.join(out, f"learning_curve.{fmt}")),
     }
+    if hist is not None:
+        figs["learning_curve"] = learning_curve(hist, os.path.join(out, f"learning_curve.{fmt}"))
     ib = int(np.argmax(n_big_))
-    emap = model.energy_map(big[ib], include_reference=False)  # the learned part (references removed)
-    b = 4  # 4 x 4 pixel blocks (about 2.5 A) for a readable map
-    figs["energy_map"] = energy_map_plot(big[ib], emap, os.path.join(out, f"energy_map.{fmt}"),
-                                         f"learned energy density ({b}x{b}-pixel blocks), {big[ib].info.get('kind')} "
-                                         f"({len(big[ib])} atoms)", block=b)
+    if model.grid is not None:
+        emap = model.energy_map(big[ib], include_reference=False)  # the learned part (references removed)
+        b = 4  # 4 x 4 pixel blocks (about 2.5 A) for a readable map
+        figs["energy_map"] = energy_map_plot(big[ib], emap, os.path.join(out, f"energy_map.{fmt}"),
+                                             f"learned energy density ({b}x{b}-pixel blocks), "
+                                             f"{big[ib].info.get('kind')} ({len(big[ib])} atoms)", block=b)
+    else:
+        e_at = model.atom_energies(big[ib]) - model.refs[model.basis.index(big[ib].numbers)]
+        figs["energy_map"] = atom_energy_plot(big[ib], e_at, os.path.join(out, f"energy_map.{fmt}"),
+                                              f"learned atom energies, {big[ib].info.get('kind')} ({len(big[ib])} atoms)")
+    symbols = [chemical_symbols[z] for z in model.species]
+    if model.grid is not None:
+        fw, desc = float(cfg["train"].get("force_weight", 0.0)), {"grid": model.grid.to_dict(), "model": model.model_config}
+    else:
+        fw = float(model.meta["train_config"]["atoms"]["force_weight"])
+        desc = {"basis": model.basis.to_dict(), "ridge_alpha": model.meta["fit"]["alpha"]}
     summary = {
         "n_train": len(tr), "n_test": len(te), "n_transfer": len(big),
         "max_train_atoms": max_train, "transfer_atoms": [int(n_big_.min()), int(n_big_.max())],
         "label_spread_train_mev": spread_tr, "label_spread_test_mev": spread_te,
         "test": m_te, "transfer": m_big, "test_force_mae_ev_per_a": f_te,
-        "force_weight": float(cfg["train"].get("force_weight", 0.0)),
+        "force_weight": fw, "representation": "image" if model.grid is not None else "atoms",
         "baseline_test_mae_mev": base_te, "baseline_transfer_mae_mev": base_big,
         "ratio_test": base_te / m_te["mae_mev_per_atom"], "ratio_transfer": base_big / m_big["mae_mev_per_atom"],
         "by_size_test": size_table(E_te, p_te, n_te), "by_kind_test": by_kind,
-        "epochs": len(hist), "time_data_s": t_data, "time_train_s": t_train, "time_eval_s": t_eval,
-        "time_total_s": time.time() - t_all,
-        "grid": model.grid.to_dict(), "model": model.model_config,
-        "reference_energies_eV": dict(zip(model.grid.symbols, model.refs.tolist())),
+        "epochs": len(hist) if hist is not None else None, "time_data_s": t_data, "time_train_s": t_train,
+        "time_eval_s": t_eval, "time_total_s": time.time() - t_all, **desc,
+        "reference_energies_eV": dict(zip(symbols, model.refs.tolist())),
     }
     with open(os.path.join(out, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=1)
@@ -192,7 +206,7 @@ def run_demo(out: str = "runs/demo", quick: bool = False, minutes: float | None 
 def demo_report(s: dict[str, Any], figs: dict[str, str]) -> str:
     """The markdown report of a demo run from its summary and its figures' paths."""
     t, b = s["test"], s["transfer"]
-    g = s["grid"]
+    g = s.get("grid")
     lines = [
         "# ednn demo: B/C/N sheets with the Tersoff potential",
         "",
@@ -207,15 +221,18 @@ def demo_report(s: dict[str, Any], figs: dict[str, str]) -> str:
         f"| size transfer | {b['mae_mev_per_atom']:.2f} | {b['rmse_mev_per_atom']:.2f} | {b['max_mev_per_atom']:.1f} | "
         f"{s['baseline_transfer_mae_mev']:.1f} | {s['ratio_transfer']:.1f}x |",
         "",
-        (f"Trained on energies and forces (train.force_weight {s['force_weight']:g})" if s["force_weight"] > 0
-         else "Trained on energies only (train.force_weight 0)")
+        (f"Trained on energies and forces (force_weight {s['force_weight']:g})" if s["force_weight"] > 0
+         else "Trained on energies only")
         + f"; held-out force MAE {s['test_force_mae_ev_per_a']:.3f} eV/A.",
         "",
         "All errors in meV/atom. Label spread (std of per-atom energies after the per-element references): "
         f"{s['label_spread_train_mev']:.1f} meV/atom (train), {s['label_spread_test_mev']:.1f} (held-out).",
         "",
-        f"Grid: spacing {g['spacing']:.4f} A, sigma {g['sigma']} A, species {g['species']}; model: {s['model']}. "
-        f"{s['epochs']} epochs; times: data {s['time_data_s']:.0f} s, training {s['time_train_s']:.0f} s, "
+        (f"Grid: spacing {g['spacing']:.4f} A, sigma {g['sigma']} A, species {g['species']}; model: {s['model']}. "
+         f"{s['epochs']} epochs" if g else
+         f"Atom-centred model (the library default for energies): basis {s['basis']}, ridge strength "
+         f"{s['ridge_alpha']:g} chosen on the validation split, fitted in closed form")
+        + f"; times: data {s['time_data_s']:.0f} s, training {s['time_train_s']:.0f} s, "
         f"evaluation {s['time_eval_s']:.1f} s, total {s['time_total_s']:.0f} s.",
         "",
         "Held-out errors by cell size:",
