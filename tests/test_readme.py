@@ -76,14 +76,14 @@ PLACEHOLDERS: dict[str, Callable[[], dict[str, Any]]] = {
 
 
 def _tiny_model(dest: Path, tmp_root: Path) -> None:
-    from test_cli import TINY_CFG, toy_structures
+    """What `make demo` writes: the atom-centred model of a config that names only the data (tiny data here)."""
+    from test_cli import toy_structures
 
     from ednn.train import train
 
-    structs, E, _ = toy_structures(8)
-    cfg = json.loads(json.dumps(TINY_CFG))
-    cfg["out"] = str(tmp_root / "tiny_run")
-    cfg["train"]["epochs"] = 1
+    structs, E, _ = toy_structures(12)
+    cfg = {"out": str(tmp_root / "tiny_run"), "data": {"val_fraction": 0.25, "test_fraction": 0.0},
+           "atoms": {"n_radial": 4, "l_max": 2}, "train": {"progress": False}}
     train(cfg, structures=structs, energies=E)
     shutil.copytree(tmp_root / "tiny_run" / "model", dest)
 
@@ -119,7 +119,8 @@ def _check_prediction(ns: dict[str, Any]) -> None:
     model, atoms = ns["model"], ns["atoms"]
     e = model.predict_energy(atoms)
     assert np.isclose(ns["atoms"].get_potential_energy(), e, rtol=1e-6)
-    assert np.isclose(model.energy_map(atoms).sum(), e, rtol=1e-4)
+    assert np.isclose(model.atom_energies(atoms).sum(), e, rtol=1e-9)
+    assert np.allclose(ns["atoms"].get_potential_energies(), model.atom_energies(atoms), rtol=1e-9)
     assert ns["atoms"].get_forces().shape == (len(atoms), 3)
 
 

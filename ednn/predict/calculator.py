@@ -149,6 +149,9 @@ class EDNNCalculator(Calculator):
 
     def __init__(self, model, maps: bool = False, **kw: Any):
         super().__init__(**kw)
+        if maps and not hasattr(model, "energy_map"):
+            raise InputError("maps=True asks for per-pixel energy maps, which only voxel-image models have; this "
+                             "model gives per-atom energies (results['energies'], atoms.get_potential_energies())")
         self.model = model
         self.maps = maps
         self._compiled: dict[bytes, Any] = {}
