@@ -124,7 +124,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         "n_radial": (8, (int,), None, _ONE_UP),  # radial functions per neighbour species
         "l_max": (4, (int,), None, _NONNEG),  # highest angular order (powers of cos(theta_jik))
         "r_min": (0.8, _NUM, None, _POS),  # A: first radial centre
-        "radial_width": (0.8, _NUM, None, _POS),  # A: width of the radial Gaussians
+        "radial_width": (1.5, _NUM, None, _POS),  # A: width of the radial Gaussians (experiments/atomic_basis.py)
         # weight of a force row (eV/A) against a per-atom energy row (eV/atom); 0: energies only
         "force_weight": (0.0, _NUM, None, _NONNEG),
         "force_rows": (4, (int,), None, _ONE_UP),  # random force projections per structure when force_weight > 0

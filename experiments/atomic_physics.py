@@ -95,10 +95,11 @@ def main(argv=None) -> int:
     p.add_argument("--md-steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    from force_training import md_run
+
     import ednn
     from ednn.atoms.labellers import get_labeller
     from ednn.data import Dataset, split_indices
-    from force_training import md_run
 
     if args.model:
         model = ednn.load(args.model)

@@ -237,3 +237,13 @@ def test_train_from_a_config_that_names_only_the_data(tmp_path):
     np.testing.assert_array_equal(again.weights, model.weights)
     with pytest.raises(ConfigError, match="without --resume"):
         ednn.train.train(cfg, structures=structs, energies=energies, resume=True)
+
+
+def test_the_config_and_the_basis_share_their_defaults():
+    import dataclasses
+
+    from ednn.config import DEFAULTS
+    from ednn.nn.atomic import AtomicBasis
+
+    fields = {f.name: f.default for f in dataclasses.fields(AtomicBasis) if f.name != "species"}
+    assert {k: DEFAULTS["atoms"][k] for k in fields} == fields

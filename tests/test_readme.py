@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import json
 import re
 import shlex
 import shutil

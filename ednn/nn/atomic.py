@@ -47,7 +47,7 @@ class AtomicBasis:
     n_radial: int = 8
     l_max: int = 4
     r_min: float = 0.8
-    radial_width: float | None = None  # A; None: the spacing of the radial centres
+    radial_width: float | None = 1.5  # A (chosen in experiments/atomic_basis.py); None: the centres' spacing
 
     def __post_init__(self):
         if not self.species or len(set(self.species)) != len(self.species):

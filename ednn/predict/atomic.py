@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelError
-from ..properties import ENERGY
 from ..image.raster import _structure_arrays
 from ..nn.atomic import AtomicBasis, batch_inputs, descriptors_tf, neighbour_inputs
+from ..properties import ENERGY
 from .calculator import EDNNCalculator
 
 __all__ = ["AtomicModel", "fit_atomic", "REPRESENTATION"]
