@@ -247,3 +247,31 @@ def test_the_config_and_the_basis_share_their_defaults():
 
     fields = {f.name: f.default for f in dataclasses.fields(AtomicBasis) if f.name != "species"}
     assert {k: DEFAULTS["atoms"][k] for k in fields} == fields
+
+
+def test_cli_predict_and_evaluate_take_the_atom_centred_model(fitted, tmp_path, capsys):
+    import json
+
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    from ednn.cli import main
+
+    model, te, e_te = fitted
+    path = model.save(str(tmp_path / "m"))
+    structs = []
+    for a, e in zip(te[:6], e_te[:6]):
+        b = a.copy()
+        b.calc = SinglePointCalculator(b, energy=float(e))
+        structs.append(b)
+    write(str(tmp_path / "s.extxyz"), structs)
+    assert main(["predict", path, str(tmp_path / "s.extxyz"), "-o", str(tmp_path / "e.csv"), "--force"]) == 0
+    rows = (tmp_path / "e.csv").read_text().splitlines()
+    assert len(rows) == 7 and float(rows[1].split(",")[2]) == pytest.approx(model.predict_energy(te[0]), abs=1e-6)
+    assert main(["predict", path, str(tmp_path / "s.extxyz"), "--shift-average", "2"]) != 0
+    assert "exactly translation invariant" in capsys.readouterr().err
+    assert main(["evaluate", path, str(tmp_path / "s.extxyz"), "--out", str(tmp_path / "ev")]) == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    n = np.array([len(a) for a in te[:6]])
+    assert m["mae_mev_per_atom"] == pytest.approx(1e3 * np.mean(np.abs(model.predict_energies(te[:6]) - e_te[:6]) / n),
+                                                  rel=1e-6)

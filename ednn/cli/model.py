@@ -287,6 +287,14 @@ def _predict(args: argparse.Namespace) -> int:
     from ..workflows.evaluate import metrics, n_atoms
 
     model = load(args.model)
+    if getattr(getattr(model, "members", [model])[0], "basis", None) is not None:  # the atom-centred model
+        for opt, why in (("shift_average", "averages an image model over sub-pixel translations; the atom-centred "
+                                           "model is exactly translation invariant"),
+                         ("map", "draws the per-pixel energy map of an image model, streamed for huge sheets; the "
+                                 "atom-centred model gives per-atom energies (model.atom_energies) and is not "
+                                 "streamed yet")):
+            if getattr(args, opt) not in (None, False):
+                raise InputError(f"--{opt.replace('_', '-')} {why}; leave it out for {args.model}")
     if args.shift_average is not None:
         for m in getattr(model, "members", [model]):
             m.shift_average = args.shift_average
