@@ -275,3 +275,25 @@ def test_cli_predict_and_evaluate_take_the_atom_centred_model(fitted, tmp_path, 
     n = np.array([len(a) for a in te[:6]])
     assert m["mae_mev_per_atom"] == pytest.approx(1e3 * np.mean(np.abs(model.predict_energies(te[:6]) - e_te[:6]) / n),
                                                   rel=1e-6)
+
+
+def test_streamed_strips_give_the_whole_structure_energy_and_forces(fitted):
+    """A sheet cut into strips (each with its neighbours within the cutoff, periodic images moved next to it):
+    the same energy, atom energies and forces as the whole, for a hexagonal and a skewed cell."""
+    from ednn.atoms.generate import generate
+
+    model = fitted[0]
+    at = next(iter(generate("defect", 1, seed=21, n_atoms=(600, 800), relax_defects=False)))
+    at.rattle(0.05, seed=2)
+    skew = at.copy()
+    skew.set_cell(np.array([at.cell[0], at.cell[1] + 2 * at.cell[0], at.cell[2]]), scale_atoms=False)
+    for s in (at, skew):
+        e_whole = model.atom_energies(s)
+        parts = list(model.strips(s, max_atoms=150))
+        assert len(parts) >= 2
+        assert sorted(np.concatenate([idx[m] for _, m, idx in parts]).tolist()) == list(range(len(s)))
+        e, e_at = model.stream(s, max_atoms=150)
+        np.testing.assert_allclose(e_at, e_whole, rtol=0, atol=1e-10)
+        assert e == pytest.approx(e_whole.sum(), abs=1e-8)
+        e2, f = model.stream(s, forces=True, max_atoms=150)
+        np.testing.assert_allclose(f, model.predict_forces([s])[0], rtol=0, atol=1e-9)

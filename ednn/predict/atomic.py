@@ -39,6 +39,7 @@ __all__ = ["AtomicModel", "fit_atomic", "REPRESENTATION"]
 
 REPRESENTATION = "atoms"
 _BATCH_ATOMS = 4096  # structures are predicted together up to about this many atoms per call
+STREAM_ATOMS = 50_000  # larger structures are predicted strip by strip (flat memory, linear time)
 
 
 class AtomicModel:
@@ -158,14 +159,98 @@ class AtomicModel:
         return group, pos, inp, owner
 
     def predict_energies(self, structures: Iterable[Any], batch_size: int | None = None) -> np.ndarray:
-        """Total energies (eV), one per structure (ase.Atoms or ``(positions, numbers, cell, pbc)``)."""
+        """Total energies (eV), one per structure (ase.Atoms or ``(positions, numbers, cell, pbc)``).
+
+        Structures of more than ``STREAM_ATOMS`` atoms are streamed (:meth:`stream`): the same energy in flat
+        memory."""
         structures = list(structures)
         out = np.zeros(len(structures))
+        big = [k for k, a in enumerate(structures) if self._huge(a)]
+        for k in big:
+            out[k] = self.stream(structures[k])[0]
+        rest = [k for k in range(len(structures)) if k not in set(big)]
         fn = self._atom_energy_fn()
-        for group, pos, inp, owner in self._batches(structures):
+        for group, pos, inp, owner in self._batches([structures[k] for k in rest]):
             e = fn(pos, inp).numpy()
-            out[group] = np.bincount(owner, weights=e, minlength=len(group))
+            out[np.asarray(rest)[group]] = np.bincount(owner, weights=e, minlength=len(group))
         return out
+
+    # ------------------------------------------------------------- streaming
+    def strips(self, atoms: Any, max_atoms: int = STREAM_ATOMS):
+        """The structure cut along its first cell vector into strips of at most about ``max_atoms`` atoms.
+
+        Yields ``(sub, centre, index)``: ``sub`` a ``(positions, numbers, cell, pbc)`` structure holding the
+        strip's atoms and every atom within the cutoff of them (periodic images along the first vector moved
+        next to the strip; that axis is then treated as open), ``centre`` a boolean mask of the strip's own
+        atoms in ``sub``, ``index`` the atoms' indices in ``atoms``. Every atom is a centre of exactly one strip,
+        and sees in ``sub`` every neighbour it sees in ``atoms``, so the strips' centre energies add up to the
+        energy exactly.
+        """
+        pos, numbers, cell, pbc = _structure_arrays(atoms)
+        n = len(pos)
+        n_strips = max(1, -(-n // max_atoms))
+        inv = np.linalg.inv(cell)
+        frac0 = (pos @ inv)[:, 0]
+        if pbc[0]:  # wrapped along the first vector (positions too, so that images are whole periods away)
+            pos = pos - np.floor(frac0)[:, None] * cell[0]
+            frac0 = frac0 - np.floor(frac0)
+            width = self.basis.cutoff * np.linalg.norm(inv[:, 0])  # the cutoff in units of the first vector's planes
+            if n_strips > 1 and 1.0 / n_strips < 2 * width:
+                n_strips = max(1, int(1.0 / (2 * width)))
+        else:
+            width = self.basis.cutoff * np.linalg.norm(inv[:, 0])
+        lo, hi = float(frac0.min()), float(frac0.max()) + 1e-12
+        if pbc[0]:
+            lo, hi = 0.0, 1.0
+        edges = np.linspace(lo, hi, n_strips + 1)
+        sub_pbc = np.array([False, pbc[1], pbc[2]]) if n_strips > 1 else pbc
+        for k in range(n_strips):
+            a, b = edges[k], edges[k + 1]
+            centre = (frac0 >= a) & ((frac0 < b) if k < n_strips - 1 else (frac0 <= b))
+            idx, shifts = [np.nonzero(centre)[0]], [np.zeros(int(centre.sum()))]
+            if n_strips > 1:
+                near = ~centre & (frac0 >= a - width) & (frac0 < b + width)
+                idx.append(np.nonzero(near)[0])
+                shifts.append(np.zeros(int(near.sum())))
+                if pbc[0]:
+                    for sh in (-1.0, 1.0):  # periodic images along the first vector
+                        f = frac0 + sh
+                        img = (f >= a - width) & (f < b + width)
+                        idx.append(np.nonzero(img)[0])
+                        shifts.append(np.full(int(img.sum()), sh))
+            index, shift = np.concatenate(idx), np.concatenate(shifts)
+            sub_pos = pos[index] + shift[:, None] * cell[0]
+            mask = np.zeros(len(index), bool)
+            mask[: int(centre.sum())] = True
+            yield (sub_pos, numbers[index], cell, sub_pbc), mask, index
+
+    def stream(self, atoms: Any, forces: bool = False, max_atoms: int = STREAM_ATOMS):
+        """``(energy, atom energies)`` (``forces``: ``(energy, forces)``) strip by strip; equal to the whole."""
+        import tensorflow as tf
+
+        n = len(_structure_arrays(atoms)[0])
+        e_at = np.zeros(n)
+        f = np.zeros((n, 3)) if forces else None
+        fn = self._atom_energy_fn()
+        for sub, mask, index in self.strips(atoms, max_atoms):
+            inp = neighbour_inputs(sub, self.basis)
+            if forces:
+                pos = tf.constant(sub[0])
+                with tf.GradientTape() as tape:
+                    tape.watch(pos)
+                    e = self.atom_energies_tf(pos, inp)
+                    total = tf.reduce_sum(tf.boolean_mask(e, mask))
+                g = tf.convert_to_tensor(tape.gradient(total, pos)).numpy()  # gathers give IndexedSlices
+                np.add.at(f, index, -g)
+                e = e.numpy()
+            else:
+                e = fn(sub[0], inp).numpy()
+            e_at[index[mask]] = e[mask]
+        return (float(e_at.sum()), f) if forces else (float(e_at.sum()), e_at)
+
+    def stream_forces(self, atoms: Any) -> tuple[float, np.ndarray]:
+        """Energy and forces of a huge structure strip by strip (the calculator's path for them)."""
+        return self.stream(atoms, forces=True)
 
     def predict_energy(self, atoms: Any, return_std: bool = False) -> float:
         if return_std:
@@ -175,6 +260,8 @@ class AtomicModel:
 
     def atom_energies(self, atoms: Any) -> np.ndarray:
         """Energy of every atom (eV): the model's own local decomposition, summing exactly to the total."""
+        if self._huge(atoms):
+            return self.stream(atoms)[1]
         return self._atom_energy_fn()(_structure_arrays(atoms)[0], neighbour_inputs(atoms, self.basis)).numpy()
 
     def predict_forces(self, structures: Iterable[Any]) -> list[np.ndarray]:
@@ -190,7 +277,7 @@ class AtomicModel:
         return [atoms]
 
     def _huge(self, atoms: Any) -> bool:
-        return False
+        return len(_structure_arrays(atoms)[0]) > STREAM_ATOMS
 
     # ------------------------------------------------------------- features for training
     def features(self, structures: Sequence[Any]) -> np.ndarray:

@@ -244,7 +244,8 @@ class EDNNCalculator(Calculator):
             # a huge sheet: energy and forces streamed chunk by chunk with flat memory (MD of 10^6 atoms)
             from .stream_forces import stream_forces  # noqa: PLC0415
 
-            parts = [stream_forces(self.model, d) for d in self.model.descriptions(a)]
+            own = getattr(self.model, "stream_forces", None)  # the atom-centred model streams itself
+            parts = [own(d) if own else stream_forces(self.model, d) for d in self.model.descriptions(a)]
             self.results["energy"] = float(np.mean([p[0] for p in parts]))
             self.results["forces"] = np.mean([p[1] for p in parts], axis=0)
         elif "forces" in properties or "stress" in properties:
