@@ -111,7 +111,8 @@ def plot(res: dict, path: Path) -> None:
     if fr:
         ax[0].loglog([r["atoms"] for r in fr], [r["energy_forces_s"] for r in fr], "s-", label="energy + forces")
     ax[0].loglog(n, np.array(n) * rows[-1]["energy_s"] / n[-1], "k:", lw=0.8, label="linear")
-    ax[0].set(xlabel="atoms", ylabel="time (s)", title=f"time ~ N^{res['time_exponent_from_1e4']:.2f} from 1e4")
+    k = res["time_exponent_from_1e4"]
+    ax[0].set(xlabel="atoms", ylabel="time (s)", title=f"time ~ N^{k:.2f} from 1e4" if k is not None else "")
     ax[0].legend(fontsize=8)
     ax[1].semilogx(n, [r["peak_rss_MiB"] for r in rows], "o-", label="energy")
     if fr:

@@ -277,18 +277,25 @@ def test_cli_predict_and_evaluate_take_the_atom_centred_model(fitted, tmp_path, 
                                                   rel=1e-6)
 
 
-def test_streamed_strips_give_the_whole_structure_energy_and_forces(fitted):
-    """A sheet cut into strips (each with its neighbours within the cutoff, periodic images moved next to it):
-    the same energy, atom energies and forces as the whole, for a hexagonal and a skewed cell."""
+def test_streamed_strips_give_the_whole_structure_energy_and_forces(fitted, monkeypatch):
+    """A sheet cut into strips (each with its neighbours within the cutoff, periodic images moved next to it)
+    and each strip's atoms into chunks: the same energy, atom energies and forces as the whole, for a hexagonal
+    and a skewed cell."""
+    import ednn.predict.atomic as atomic
     from ednn.atoms.generate import generate
 
     model = fitted[0]
+    whole = {}
     at = next(iter(generate("defect", 1, seed=21, n_atoms=(600, 800), relax_defects=False)))
     at.rattle(0.05, seed=2)
     skew = at.copy()
     skew.set_cell(np.array([at.cell[0], at.cell[1] + 2 * at.cell[0], at.cell[2]]), scale_atoms=False)
     for s in (at, skew):
-        e_whole = model.atom_energies(s)
+        whole[id(s)] = (model.atom_energies(s), model.predict_forces([s])[0])
+    monkeypatch.setattr(atomic, "_BATCH_ATOMS", 64)  # several chunks per strip, and these sheets count as huge
+    for s in (at, skew):
+        assert model._huge(s)
+        e_whole, f_whole = whole[id(s)]
         parts = list(model.strips(s, max_atoms=150))
         assert len(parts) >= 2
         assert sorted(np.concatenate([idx[m] for _, m, idx in parts]).tolist()) == list(range(len(s)))
@@ -296,4 +303,6 @@ def test_streamed_strips_give_the_whole_structure_energy_and_forces(fitted):
         np.testing.assert_allclose(e_at, e_whole, rtol=0, atol=1e-10)
         assert e == pytest.approx(e_whole.sum(), abs=1e-8)
         e2, f = model.stream(s, forces=True, max_atoms=150)
-        np.testing.assert_allclose(f, model.predict_forces([s])[0], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(f, f_whole, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(model.predict_forces([s])[0], f_whole, rtol=0, atol=1e-9)  # calculator: streamed
+        assert e2 == pytest.approx(e, abs=1e-8)

@@ -35,7 +35,8 @@ import numpy as np
 from ..errors import InputError, SpeciesError
 from ..image.raster import _structure_arrays
 
-__all__ = ["AtomicBasis", "neighbour_inputs", "batch_inputs", "descriptors_tf", "descriptors"]
+__all__ = ["AtomicBasis", "neighbour_inputs", "batch_inputs", "centre_chunk", "input_signature", "descriptors_tf",
+           "descriptors"]
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ def neighbour_inputs(atoms: Any, basis: AtomicBasis) -> dict[str, np.ndarray]:
 
     ``atoms``: an ase.Atoms or ``(positions, numbers, cell, pbc)``. Keys: ``i``, ``j`` (pair indices),
     ``shift`` (integer cell shifts of ``j``, float), ``cell``, ``species`` (per atom), ``slot`` (the pair's
-    place among ``i``'s neighbours) and ``size`` (``[n_atoms, most neighbours]``).
+    place among ``i``'s neighbours) and ``size`` (``[centre atoms, most neighbours, first centre]``: all atoms
+    from 0 here; :func:`centre_chunk` takes a range of them).
     """
     from ase.neighborlist import primitive_neighbor_list  # noqa: PLC0415
 
@@ -143,7 +145,28 @@ def neighbour_inputs(atoms: Any, basis: AtomicBasis) -> dict[str, np.ndarray]:
     slot = np.arange(len(i)) - starts[i]
     return {"i": i.astype(np.int32), "j": j.astype(np.int32), "shift": s.astype(np.float64),
             "cell": cell, "species": species,
-            "slot": slot.astype(np.int32), "size": np.array([len(pos), max(int(counts.max(initial=0)), 1)], np.int32)}
+            "slot": slot.astype(np.int32),
+            "size": np.array([len(pos), max(int(counts.max(initial=0)), 1), 0], np.int32)}
+
+
+def input_signature() -> dict[str, Any]:
+    """``tf.TensorSpec`` of every :func:`neighbour_inputs` key (sizes free): one traced function serves all."""
+    import tensorflow as tf
+
+    return {"i": tf.TensorSpec([None], tf.int32), "j": tf.TensorSpec([None], tf.int32),
+            "shift": tf.TensorSpec([None, 3], tf.float64), "cell": tf.TensorSpec([3, 3], tf.float64),
+            "species": tf.TensorSpec([None], tf.int32), "slot": tf.TensorSpec([None], tf.int32),
+            "size": tf.TensorSpec([3], tf.int32)}
+
+
+def centre_chunk(inputs: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+    """The inputs of centre atoms ``start .. stop - 1`` only (their pairs; every atom stays a neighbour):
+    descriptors of a large structure chunk by chunk in flat memory."""
+    lo, hi = np.searchsorted(inputs["i"], [start, stop])
+    counts = np.bincount(inputs["i"][lo:hi] - start, minlength=stop - start)
+    return {**inputs, "i": (inputs["i"][lo:hi] - start).astype(np.int32), "j": inputs["j"][lo:hi],
+            "shift": inputs["shift"][lo:hi], "slot": inputs["slot"][lo:hi],
+            "size": np.array([stop - start, max(int(counts.max(initial=0)), 1), start], np.int32)}
 
 
 def batch_inputs(inputs: list[dict[str, np.ndarray]], positions: list[np.ndarray]) -> tuple[np.ndarray, dict, np.ndarray]:
@@ -159,7 +182,7 @@ def batch_inputs(inputs: list[dict[str, np.ndarray]], positions: list[np.ndarray
         "cell": np.eye(3),
         "species": np.concatenate([d["species"] for d in inputs]).astype(np.int32),
         "slot": np.concatenate([d["slot"] for d in inputs]).astype(np.int32),
-        "size": np.array([offs[-1], max(int(d["size"][1]) for d in inputs)], np.int32),
+        "size": np.array([offs[-1], max(int(d["size"][1]) for d in inputs), 0], np.int32),
     }
     owner = np.repeat(np.arange(len(inputs)), np.diff(offs))
     return np.concatenate(positions), out, owner
@@ -181,7 +204,8 @@ def descriptors_tf(positions, inputs: dict[str, Any], basis: AtomicBasis, deform
         pos = tf.matmul(pos, deform)
         cell = tf.matmul(cell, deform)
     i, j = tf.cast(inputs["i"], tf.int32), tf.cast(inputs["j"], tf.int32)
-    d = tf.gather(pos, j) - tf.gather(pos, i) + tf.matmul(tf.cast(inputs["shift"], f64), cell)
+    size = tf.cast(inputs["size"], tf.int32)  # [centres, most neighbours, index of the first centre]
+    d = tf.gather(pos, j) - tf.gather(pos, i + size[2]) + tf.matmul(tf.cast(inputs["shift"], f64), cell)
     r2 = tf.reduce_sum(d * d, axis=1)
     rc = basis.cutoff
     inside = r2 < rc * rc
@@ -203,7 +227,6 @@ def descriptors_tf(positions, inputs: dict[str, Any], basis: AtomicBasis, deform
         powers.append(tf.stack(cols, axis=1))
     T = (tf.gather(powers[0], pw[:, 0], axis=1) * tf.gather(powers[1], pw[:, 1], axis=1)
          * tf.gather(powers[2], pw[:, 2], axis=1) * coef[None, :])  # (P, M)
-    size = tf.cast(inputs["size"], tf.int32)
     idx = tf.stack([i, tf.cast(inputs["slot"], tf.int32)], axis=1)
     Gp = tf.scatter_nd(idx, G, tf.stack([size[0], size[1], basis.n_channels]))
     Tp = tf.scatter_nd(idx, T, tf.stack([size[0], size[1], T.shape[1]]))

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from ..image.raster import _structure_arrays
-from ..nn.atomic import AtomicBasis, batch_inputs, descriptors_tf, neighbour_inputs
+from ..nn.atomic import AtomicBasis, batch_inputs, centre_chunk, descriptors_tf, input_signature, neighbour_inputs
 from ..properties import ENERGY
 from .calculator import EDNNCalculator
 
@@ -39,7 +39,7 @@ __all__ = ["AtomicModel", "fit_atomic", "REPRESENTATION"]
 
 REPRESENTATION = "atoms"
 _BATCH_ATOMS = 4096  # structures are predicted together up to about this many atoms per call
-STREAM_ATOMS = 50_000  # larger structures are predicted strip by strip (flat memory, linear time)
+STREAM_ATOMS = 50_000  # atoms per strip of a large structure (its neighbour list), in chunks of _BATCH_ATOMS
 
 
 class AtomicModel:
@@ -115,7 +115,8 @@ class AtomicModel:
         import tensorflow as tf
 
         p = descriptors_tf(positions, inputs, self.basis, deform)
-        sp = tf.cast(inputs["species"], tf.int32)
+        size = tf.cast(inputs["size"], tf.int32)
+        sp = tf.cast(inputs["species"], tf.int32)[size[2] : size[2] + size[0]]  # the centre atoms' species
         return tf.reduce_sum(tf.gather(self._w, sp) * p, axis=1) + tf.gather(self._b, sp)
 
     def energy_tf_core(self, positions, inputs: dict[str, Any], strain=None):
@@ -129,12 +130,7 @@ class AtomicModel:
         import tensorflow as tf
 
         if self._compiled is None:
-            sig = {"i": tf.TensorSpec([None], tf.int32), "j": tf.TensorSpec([None], tf.int32),
-                   "shift": tf.TensorSpec([None, 3], tf.float64), "cell": tf.TensorSpec([3, 3], tf.float64),
-                   "species": tf.TensorSpec([None], tf.int32), "slot": tf.TensorSpec([None], tf.int32),
-                   "size": tf.TensorSpec([2], tf.int32)}
-
-            @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float64), sig])
+            @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float64), input_signature()])
             def fn(pos, inp):
                 return self.atom_energies_tf(pos, inp)
 
@@ -161,7 +157,7 @@ class AtomicModel:
     def predict_energies(self, structures: Iterable[Any], batch_size: int | None = None) -> np.ndarray:
         """Total energies (eV), one per structure (ase.Atoms or ``(positions, numbers, cell, pbc)``).
 
-        Structures of more than ``STREAM_ATOMS`` atoms are streamed (:meth:`stream`): the same energy in flat
+        Structures of more atoms than one chunk (4096) are streamed (:meth:`stream`): the same energy in flat
         memory."""
         structures = list(structures)
         out = np.zeros(len(structures))
@@ -232,20 +228,19 @@ class AtomicModel:
         e_at = np.zeros(n)
         f = np.zeros((n, 3)) if forces else None
         fn = self._atom_energy_fn()
+        grad = _gradient_fn(self) if forces else None
         for sub, mask, index in self.strips(atoms, max_atoms):
             inp = neighbour_inputs(sub, self.basis)
-            if forces:
-                pos = tf.constant(sub[0])
-                with tf.GradientTape() as tape:
-                    tape.watch(pos)
-                    e = self.atom_energies_tf(pos, inp)
-                    total = tf.reduce_sum(tf.boolean_mask(e, mask))
-                g = tf.convert_to_tensor(tape.gradient(total, pos)).numpy()  # gathers give IndexedSlices
-                np.add.at(f, index, -g)
-                e = e.numpy()
-            else:
-                e = fn(sub[0], inp).numpy()
-            e_at[index[mask]] = e[mask]
+            n_centre = int(mask.sum())  # the strip's own atoms come first in sub
+            for c0 in range(0, n_centre, _BATCH_ATOMS):  # descriptors chunk by chunk: flat memory
+                c1 = min(c0 + _BATCH_ATOMS, n_centre)
+                chunk = centre_chunk(inp, c0, c1)
+                if forces:
+                    e, g = (t.numpy() for t in grad(sub[0], chunk))
+                    np.add.at(f, index, -g)
+                else:
+                    e = fn(sub[0], chunk).numpy()
+                e_at[index[c0:c1]] = e
         return (float(e_at.sum()), f) if forces else (float(e_at.sum()), e_at)
 
     def stream_forces(self, atoms: Any) -> tuple[float, np.ndarray]:
@@ -277,7 +272,8 @@ class AtomicModel:
         return [atoms]
 
     def _huge(self, atoms: Any) -> bool:
-        return len(_structure_arrays(atoms)[0]) > STREAM_ATOMS
+        """More atoms than one chunk: predicted (and the calculator's forces) strip by strip, chunk by chunk."""
+        return len(_structure_arrays(atoms)[0]) > _BATCH_ATOMS
 
     # ------------------------------------------------------------- features for training
     def features(self, structures: Sequence[Any]) -> np.ndarray:
@@ -356,14 +352,28 @@ class AtomicModel:
             raise corrupt(path, f"its atom-centred basis or weights cannot be read ({e})") from e
 
 
+def _gradient_fn(model: AtomicModel):
+    """Compiled ``(positions, inputs) -> (atom energies of the centres, d(their sum)/d positions)``."""
+    import tensorflow as tf
+
+    fn = getattr(model, "_grad_fn", None)
+    if fn is None:
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float64), input_signature()])
+        def fn(pos, inp):
+            with tf.GradientTape() as tape:
+                tape.watch(pos)
+                e = model.atom_energies_tf(pos, inp)
+                total = tf.reduce_sum(e)
+            return e, tf.convert_to_tensor(tape.gradient(total, pos))
+
+        model._grad_fn = fn
+    return fn
+
+
 def _feature_fn(basis: AtomicBasis):
     import tensorflow as tf
 
-    sig = {"i": tf.TensorSpec([None], tf.int32), "j": tf.TensorSpec([None], tf.int32),
-           "shift": tf.TensorSpec([None, 3], tf.float64), "cell": tf.TensorSpec([3, 3], tf.float64),
-           "species": tf.TensorSpec([None], tf.int32), "slot": tf.TensorSpec([None], tf.int32),
-           "size": tf.TensorSpec([2], tf.int32)}
-    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float64), sig])
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float64), input_signature()])
     def fn(pos, inp):
         return descriptors_tf(pos, inp, basis)
 
