@@ -31,7 +31,14 @@ import numpy as np
 
 from ..errors import InputError, ModelError
 from ..image.raster import _structure_arrays
-from ..nn.atomic import AtomicBasis, batch_inputs, centre_chunk, descriptors_tf, input_signature, neighbour_inputs
+from ..nn.atomic import (
+    AtomicBasis,
+    batch_inputs,
+    centre_chunk,
+    descriptors_tf,
+    input_signature,
+    neighbour_inputs,
+)
 from ..properties import ENERGY
 from .calculator import EDNNCalculator
 
@@ -222,7 +229,6 @@ class AtomicModel:
 
     def stream(self, atoms: Any, forces: bool = False, max_atoms: int = STREAM_ATOMS):
         """``(energy, atom energies)`` (``forces``: ``(energy, forces)``) strip by strip; equal to the whole."""
-        import tensorflow as tf
 
         n = len(_structure_arrays(atoms)[0])
         e_at = np.zeros(n)
