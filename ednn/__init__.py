@@ -2,7 +2,10 @@
 
 Atoms are rasterized into Gaussian density images (:mod:`ednn.image.raster`), cut
 into focus/context tiles (:mod:`ednn.image.tiling`), and a weight-shared CNN sums tile
-outputs into extensive properties such as the total energy.
+outputs into extensive properties such as the total energy, or predicts per-voxel fields
+(LDOS, density). For the total energy the default model is atom-centred
+(:mod:`ednn.nn.atomic`, :class:`ednn.predict.atomic.AtomicModel`): the same species densities
+projected around each atom on rotation-invariant functions, exactly invariant and extensive.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .image.raster import (  # noqa: F401
 )
 from .image.raster_tf import rasterize_tf  # noqa: F401
 from .image.tiling import TileLayout, layout_for, tile, untile  # noqa: F401
+from .predict.atomic import AtomicModel  # noqa: F401
 from .predict.model import EnergyModel, load  # noqa: F401
 
 _LAZY = ("atoms", "data", "train", "workflows", "parallel", "properties", "config", "plots")
