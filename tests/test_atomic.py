@@ -237,6 +237,14 @@ def test_train_from_a_config_that_names_only_the_data(tmp_path):
     np.testing.assert_array_equal(again.weights, model.weights)
     with pytest.raises(ConfigError, match="without --resume"):
         ednn.train.train(cfg, structures=structs, energies=energies, resume=True)
+    # over an earlier (image) run with --overwrite: its log and checkpoint do not pass for this run's
+    (tmp_path / "run" / "log.json").write_text("[]")
+    (tmp_path / "run" / "checkpoint.npz").write_bytes(b"old")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        ednn.train.train(cfg, structures=structs, energies=energies)
+    ednn.train.train(cfg, structures=structs, energies=energies, overwrite=True)
+    assert not (tmp_path / "run" / "log.json").exists() and not (tmp_path / "run" / "checkpoint.npz").exists()
+    assert (tmp_path / "run" / "fit.json").exists()
 
 
 def test_the_config_and_the_basis_share_their_defaults():

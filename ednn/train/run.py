@@ -131,6 +131,17 @@ def _check_run_folder(cfg: dict[str, Any], resume: bool, overwrite: bool) -> Non
     if not overwrite and (os.path.exists(ck) or os.path.exists(os.path.join(out, "model"))):
         raise ConfigError(f"{out} already holds a run (checkpoint.npz or model/); continue it with resume "
                           "(ednn train --resume), choose another out, or pass overwrite=True (--overwrite)")
+    if overwrite:  # start afresh: no file of the earlier run may pass for this one's (e.g. an image run's log)
+        for name in _RUN_FILES:
+            try:
+                os.remove(os.path.join(out, name))
+            except FileNotFoundError:
+                pass  # absent, or another rank removed it first: either way it is gone
+
+
+#: files a run writes beside model/ (removed when a run starts over with overwrite)
+_RUN_FILES = ("checkpoint.npz", "log.csv", "log.json", "fit.json", "learning_curve.png", "learning_curve.pdf",
+              "learning_curve.svg")
 
 
 def _voxel_channels(target: np.ndarray, dim: int, name: str) -> int:
