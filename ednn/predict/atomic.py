@@ -223,9 +223,14 @@ class AtomicModel:
                         shifts.append(np.full(int(img.sum()), sh))
             index, shift = np.concatenate(idx), np.concatenate(shifts)
             sub_pos = pos[index] + shift[:, None] * cell[0]
+            sub_cell = cell
+            if n_strips > 1:  # the open axis spans just the strip and its halo: tight bins for the neighbour list
+                sub_pos = sub_pos - (a - width) * cell[0]
+                sub_cell = cell.copy()
+                sub_cell[0] = cell[0] * (b - a + 2 * width)
             mask = np.zeros(len(index), bool)
             mask[: int(centre.sum())] = True
-            yield (sub_pos, numbers[index], cell, sub_pbc), mask, index
+            yield (sub_pos, numbers[index], sub_cell, sub_pbc), mask, index
 
     def stream(self, atoms: Any, forces: bool = False, max_atoms: int = STREAM_ATOMS):
         """``(energy, atom energies)`` (``forces``: ``(energy, forces)``) strip by strip; equal to the whole."""
