@@ -235,14 +235,24 @@ def plot(res: dict, path: str) -> None:
               ("size-transfer MAE (meV/atom)", lambda r: r["metrics"]["size transfer"]["mae_mev"], False),
               ("force MAE (eV/A)", lambda r: r["metrics"]["force_mae_ev_per_a"], False),
               ("atoms/s, energies (transfer set)", lambda r: r["atoms_per_s"]["transfer_energy"], True)]
-    fig = Figure(figsize=(3.2 * len(panels), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(panels))
-    for ax, (title, get, log) in zip(axes, panels, strict=True):
+    fig = Figure(figsize=(3.2 * (len(panels) + 1), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(panels) + 1)
+    short = {"ednn_atoms": "ednn atoms", "ednn": "ednn image"}
+    front = axes[-1]  # the frontier: accuracy against inference speed, one point per model and set
+    for i, m in enumerate(models):
+        r = res["models"][m]
+        lab = short.get(m, names[i].split(" (")[0])
+        for key, mk in (("held-out", "o"), ("size transfer", "s")):
+            front.loglog(r["atoms_per_s"]["transfer_energy"], r["metrics"][key]["mae_mev"], mk, color=f"C{i}",
+                         label=f"{lab}, {key}")
+    front.set(xlabel="atoms/s, energies (transfer set)", ylabel="MAE (meV/atom)")
+    front.set_title("accuracy against speed (o held-out, s transfer)", fontsize=9)
+    front.legend(fontsize=6, frameon=False)
+    for ax, (title, get, log) in zip(axes[:-1], panels, strict=True):
         vals = [get(res["models"][m]) for m in models]
         ax.bar(range(len(models)), vals, color=[f"C{i}" for i in range(len(models))])
         for i, v in enumerate(vals):
             ax.annotate(f"{v:.3g}", (i, v), ha="center", va="bottom", fontsize=8)
-        short = {"ednn_atoms": "ednn atoms", "ednn": "ednn image"}
         ax.set_xticks(range(len(models)), [short.get(m, n.split(" (")[0]) for m, n in zip(models, names)],
                       fontsize=8)
         ax.set_title(title, fontsize=9)
