@@ -248,13 +248,16 @@ def plot(res: dict, path: str) -> None:
     front.set(xlabel="atoms/s, energies (transfer set)", ylabel="MAE (meV/atom)")
     front.set_title("accuracy against speed (o held-out, s transfer)", fontsize=9)
     front.legend(fontsize=6, frameon=False)
+    from matplotlib.ticker import NullFormatter
+
+    front.xaxis.set_minor_formatter(NullFormatter())
     for ax, (title, get, log) in zip(axes[:-1], panels, strict=True):
         vals = [get(res["models"][m]) for m in models]
         ax.bar(range(len(models)), vals, color=[f"C{i}" for i in range(len(models))])
         for i, v in enumerate(vals):
             ax.annotate(f"{v:.3g}", (i, v), ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(models)), [short.get(m, n.split(" (")[0]) for m, n in zip(models, names)],
-                      fontsize=8)
+                      fontsize=8, rotation=20)
         ax.set_title(title, fontsize=9)
         if log:
             ax.set_yscale("log")
