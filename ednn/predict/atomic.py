@@ -22,7 +22,6 @@ Training (:func:`fit_atomic`) is a regularised least-squares fit, exact and dete
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -469,6 +468,3 @@ def fit_atomic(train: Sequence[Any], energies: np.ndarray, val: Sequence[Any], v
         print(json.dumps(model.meta["fit"], indent=1), flush=True)
     return model
 
-
-def load_atomic(cfg: dict[str, Any], weights_path: str, path: str) -> AtomicModel:
-    return AtomicModel.from_files(cfg, weights_path, os.fspath(path))
