@@ -122,12 +122,15 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
     "atoms": {
         "cutoff": (4.0, _NUM, None, _POS),  # A: neighbours seen by each atom
         "n_radial": (8, (int,), None, _ONE_UP),  # radial functions per neighbour species
-        "l_max": (4, (int,), None, _NONNEG),  # highest angular order (powers of cos(theta_jik))
+        "l_max": (6, (int,), None, _NONNEG),  # highest angular order (powers of cos(theta_jik))
         "r_min": (0.8, _NUM, None, _POS),  # A: first radial centre
-        "radial_width": (1.5, _NUM, None, _POS),  # A: width of the radial Gaussians (experiments/atomic_basis.py)
+        "radial_width": (0.8, _NUM, None, _POS),  # A: width of the radial Gaussians (experiments/atomic_basis.py)
         # weight of a force row (eV/A) against a per-atom energy row (eV/atom); 0: energies only
         "force_weight": (0.0, _NUM, None, _NONNEG),
         "force_rows": (4, (int,), None, _ONE_UP),  # random force projections per structure when force_weight > 0
+        # one readout for every centre species (S times fewer weights; the per-element constants stay per species):
+        # better on validation, held-out and size transfer in experiments/atomic_basis.py
+        "shared_weights": (True, (bool,), None, None),
         # fit on a bootstrap resample (drawn with the run's seed) of the training split: the members of
         # `ednn train --ensemble K` (which sets it) then differ, and their spread is the uncertainty
         "bootstrap": (False, (bool,), None, None),

@@ -222,6 +222,11 @@ def test_train_from_a_config_that_names_only_the_data(tmp_path):
            "atoms": {"n_radial": 4, "l_max": 2}, "train": {"progress": False}}
     model = ednn.train.train(cfg, structures=structs, energies=energies)
     assert isinstance(model, AtomicModel) and model.basis.n_radial == 4
+    w = model.weights  # atoms.shared_weights (the default): one readout for B, C and N
+    assert np.array_equal(w[0], w[1]) and np.array_equal(w[0], w[2]) and np.abs(w).max() > 0
+    own = ednn.train.train({**cfg, "out": str(tmp_path / "own"), "atoms": {**cfg["atoms"], "shared_weights": False}},
+                           structures=structs, energies=energies)
+    assert not np.allclose(own.weights[0], own.weights[1])
     back = ednn.load(str(tmp_path / "run" / "model"))
     np.testing.assert_array_equal(back.predict_energies(structs[:4]), model.predict_energies(structs[:4]))
     split = json.loads((tmp_path / "run" / "split.json").read_text())

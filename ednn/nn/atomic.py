@@ -46,9 +46,9 @@ class AtomicBasis:
     species: tuple[int, ...]
     cutoff: float = 4.0
     n_radial: int = 8
-    l_max: int = 4
+    l_max: int = 6
     r_min: float = 0.8
-    radial_width: float | None = 1.5  # A (chosen in experiments/atomic_basis.py); None: the centres' spacing
+    radial_width: float | None = 0.8  # A (chosen in experiments/atomic_basis.py); None: the centres' spacing
 
     def __post_init__(self):
         if not self.species or len(set(self.species)) != len(self.species):

@@ -399,11 +399,13 @@ def fit_atomic(train: Sequence[Any], energies: np.ndarray, val: Sequence[Any], v
                basis: AtomicBasis, forces: Sequence[np.ndarray] | None = None,
                val_forces: Sequence[np.ndarray] | None = None, force_weight: float = 0.05,
                n_force_rows: int = 4, alphas: Sequence[float] | None = None, seed: int = 0,
-               progress: bool = False) -> AtomicModel:
+               progress: bool = False, shared: bool = True) -> AtomicModel:
     """Fit an :class:`AtomicModel` (see the module docstring); returns it with its metrics in ``meta["fit"]``.
 
     ``force_weight``: the weight of a force row (eV/A) against an energy row (eV/atom) in the squared loss.
     ``alphas``: relative ridge strengths tried (times the mean diagonal of the normal matrix).
+    ``shared``: one weight vector for every centre species (S times fewer weights; the per-element constants
+    stay per species).
     """
     t0 = time.time()
     model = AtomicModel(basis)
@@ -417,9 +419,12 @@ def fit_atomic(train: Sequence[Any], energies: np.ndarray, val: Sequence[Any], v
     n_va = np.array([len(_structure_arrays(s)[0]) for s in val], float)
     c_tr, c_va = _counts(train, basis.species), _counts(val, basis.species)
     refs, *_ = np.linalg.lstsq(c_tr / n_tr[:, None], energies / n_tr, rcond=None)
-    X = model.features(train) / n_tr[:, None]
+    def merge(Z):  # shared weights: one readout for every centre species (the blocks summed)
+        return Z.reshape(len(Z), S, F).sum(axis=1) if shared else Z
+
+    X = merge(model.features(train)) / n_tr[:, None]
     y = (energies - c_tr @ refs) / n_tr
-    Xv = model.features(val)
+    Xv = merge(model.features(val))
     t_feat = time.time() - t0
     scale = np.sqrt(np.mean(X * X, axis=0))
     scale[scale < 1e-12] = 1.0
@@ -429,6 +434,7 @@ def fit_atomic(train: Sequence[Any], energies: np.ndarray, val: Sequence[Any], v
     use_forces = forces is not None and force_weight > 0 and n_force_rows > 0
     if use_forces:
         D, dirs = model.force_features(train, n_force_rows, seed)
+        D = merge(D)
         t = np.array([np.sum(f * v) for f, vs in zip(forces, dirs) for v in vs])  # v . F = -(dE/dx . v)
         Ds = -D / scale
         A += force_weight * Ds.T @ Ds
@@ -436,11 +442,13 @@ def fit_atomic(train: Sequence[Any], energies: np.ndarray, val: Sequence[Any], v
     evals, evecs = np.linalg.eigh(A)
     proj = evecs.T @ rhs
     mean_diag = float(np.trace(A) / len(A))
-    alphas = list(alphas) if alphas is not None else [10.0 ** k for k in range(-12, -1)]
+    alphas = list(alphas) if alphas is not None else [10.0 ** k for k in range(-14, -1)]
     trials, best = [], None
     for a in alphas:
         w = evecs @ (proj / (evals + a * mean_diag)) / scale
         e_va = Xv @ w + c_va @ refs
+        if shared:
+            w = np.tile(w, S)
         mae = float(np.mean(np.abs(e_va - val_energies) / n_va))
         score = mae
         trial = {"alpha": a, "val_energy_mae_meV_atom": 1e3 * mae}
@@ -457,7 +465,7 @@ def fit_atomic(train: Sequence[Any], energies: np.ndarray, val: Sequence[Any], v
     model.set_weights(w.reshape(S, F), refs)
     e_tr = model.predict_energies(train)
     model.meta["fit"] = {
-        "alpha": alpha, "trials": trials, "force_weight": force_weight if use_forces else 0.0,
+        "alpha": alpha, "trials": trials, "force_weight": force_weight if use_forces else 0.0, "shared": shared,
         "n_force_rows": n_force_rows if use_forces else 0, "n_train": len(train), "n_val": len(val),
         "train_energy_mae_meV_atom": float(1e3 * np.mean(np.abs(e_tr - energies) / n_tr)),
         "val_energy_mae_meV_atom": [t for t in trials if t["alpha"] == alpha][0]["val_energy_mae_meV_atom"],

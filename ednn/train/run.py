@@ -83,7 +83,8 @@ def _train_atoms(cfg, structures, energies, forces, pick, tr_idx, va_idx, te_idx
         fit_idx = np.sort(np.random.default_rng(cfg["seed"]).choice(tr_idx, size=len(tr_idx), replace=True))
     model = fit_atomic(pick(structures, fit_idx), energies[fit_idx], v_structs, v_E, basis, forces=pick(forces, fit_idx),
                        val_forces=v_F, force_weight=a["force_weight"], n_force_rows=a["force_rows"],
-                       seed=cfg["seed"], progress=cfg["train"]["progress"] and backend.is_chief)
+                       seed=cfg["seed"], progress=cfg["train"]["progress"] and backend.is_chief,
+                       shared=a["shared_weights"])
     model.meta.update({"train_config": cfg, "n_train": int(len(tr_idx)), "n_val": len(v_structs),
                        "domain": Domain.from_structures(pick(structures, tr_idx), cfg["grid"]["dim"]).to_dict()})
     if backend.is_chief:
