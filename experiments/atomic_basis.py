@@ -146,16 +146,20 @@ def main(argv=None) -> int:
         os.replace(tmp, out)
 
     sets = data(0.08, 0.1, 0)
+
+    def add(setting: dict, stage: int) -> None:  # one fit of the scan, reported and saved at once
+        r = run_one(sets, setting)
+        r["stage"] = stage
+        print(json.dumps({k: r[k] for k in ("setting", "val_mae", "fit_s")}), r["test"]["mae"], r["transfer"]["mae"],
+              flush=True)
+        res["scan"].append(r)
+        save()
     done = [r["setting"] for r in res["scan"]]
     todo = [dict(BASE)] + [{**BASE, k: v} for k, vs in SCAN.items() for v in vs]
     for s in todo:
         if s in done:
             continue
-        r = run_one(sets, s)
-        print(json.dumps({k: r[k] for k in ("setting", "val_mae", "fit_s")}), r["test"]["mae"], r["transfer"]["mae"],
-              flush=True)
-        res["scan"].append(r)
-        save()
+        add(s, 1)
     # stage 2: the best setting of stage 1 combined with every other change that beat the base on validation
     base_val = next(r["val_mae"] for r in res["scan"] if r["setting"] == BASE)
     best1 = min(res["scan"], key=lambda r: r["val_mae"])
@@ -167,33 +171,18 @@ def main(argv=None) -> int:
         s = {**best1["setting"], **diff}
         if s in [x["setting"] for x in res["scan"]]:
             continue
-        r2 = run_one(sets, s)
-        r2["stage"] = 2
-        print(json.dumps({k: r2[k] for k in ("setting", "val_mae", "fit_s")}), r2["test"]["mae"],
-              r2["transfer"]["mae"], flush=True)
-        res["scan"].append(r2)
-        save()
+        add(s, 2)
     # stage 3: one readout shared by every centre species (S times fewer weights) at three widths, then the
     # other changes at the best of them
     shared = [{**BASE, "radial_width": w, "shared": True} for w in (0.8, 1.1, 1.5)]
     for s3 in shared:
         if s3 not in [x["setting"] for x in res["scan"]]:
-            r3 = run_one(sets, s3)
-            r3["stage"] = 3
-            print(json.dumps({k: r3[k] for k in ("setting", "val_mae", "fit_s")}), r3["test"]["mae"],
-                  r3["transfer"]["mae"], flush=True)
-            res["scan"].append(r3)
-            save()
+            add(s3, 3)
     best3 = min((x for x in res["scan"] if x["setting"].get("shared")), key=lambda r: r["val_mae"])
     for change in ({"n_radial": 6}, {"n_radial": 10}, {"cutoff": 3.5}, {"l_max": 6}):
         s3 = {**best3["setting"], **change}
         if s3 not in [x["setting"] for x in res["scan"]]:
-            r3 = run_one(sets, s3)
-            r3["stage"] = 3
-            print(json.dumps({k: r3[k] for k in ("setting", "val_mae", "fit_s")}), r3["test"]["mae"],
-                  r3["transfer"]["mae"], flush=True)
-            res["scan"].append(r3)
-            save()
+            add(s3, 3)
     best = min(res["scan"], key=lambda r: r["val_mae"])  # chosen on the validation split only
     res["chosen"] = best["setting"]
     res["curve"] = [r for r in res["curve"] if r["setting"] == best["setting"]]

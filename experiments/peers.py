@@ -76,9 +76,32 @@ def _write_xyz(path: Path, ds, idx, write, spc) -> None:
     os.replace(tmp, path)
 
 
+def _timed_predictions(model, data: Path, res: dict) -> dict:
+    """An ednn model's energies (test, transfer) and forces (the subset) with their atoms/s, added to ``res``."""
+    from ase.io import read
+
+    test, transfer = read(str(data / "test.extxyz"), ":"), read(str(data / "transfer.extxyz"), ":")
+    sub = [test[i] for i in json.loads((data / "forces_subset.json").read_text())]
+    model.predict_energies(test[:2])  # build the graphs outside the timings, as the peers' first call does
+    model.predict_forces(test[:1])
+    t0 = time.time()
+    res["test_energy"] = model.predict_energies(test).tolist()
+    t_test = time.time() - t0
+    t0 = time.time()
+    res["transfer_energy"] = model.predict_energies(transfer).tolist()
+    t_tr = time.time() - t0
+    t0 = time.time()
+    res["forces"] = [f.tolist() for f in model.predict_forces(sub)]
+    t_f = time.time() - t0
+    res["times_s"] = {"test_energy": t_test, "transfer_energy": t_tr, "forces_subset": t_f}
+    res["atoms_per_s"] = {"test_energy": sum(map(len, test)) / t_test,
+                          "transfer_energy": sum(map(len, transfer)) / t_tr,
+                          "energy_and_forces": sum(map(len, sub)) / t_f}
+    return res
+
+
 def run_ednn(args, data: Path) -> dict:
     import yaml
-    from ase.io import read
 
     import ednn
 
@@ -90,31 +113,13 @@ def run_ednn(args, data: Path) -> dict:
     model = ednn.train.train(cfg, overwrite=True)
     t_train = time.time() - t0
     hist = json.loads((Path(cfg["out"]) / "log.json").read_text())
-    test, transfer = read(str(data / "test.extxyz"), ":"), read(str(data / "transfer.extxyz"), ":")
-    sub = [test[i] for i in json.loads((data / "forces_subset.json").read_text())]
-    model.predict_energies(test[:2])  # build the graphs outside the timings, as the peers' first call does
-    model.predict_forces(test[:1])
     res = {"model": "ednn (demo recipe)", "train_s": t_train, "epochs": len(hist),
            "n_params": int(model.network.count_params()), "settings": {"grid": model.grid.to_dict()}}
-    t0 = time.time()
-    res["test_energy"] = model.predict_energies(test).tolist()
-    t_test = time.time() - t0
-    t0 = time.time()
-    res["transfer_energy"] = model.predict_energies(transfer).tolist()
-    t_tr = time.time() - t0
-    t0 = time.time()
-    res["forces"] = [f.tolist() for f in model.predict_forces(sub)]
-    t_f = time.time() - t0
-    res["times_s"] = {"test_energy": t_test, "transfer_energy": t_tr, "forces_subset": t_f}
-    res["atoms_per_s"] = {"test_energy": sum(map(len, test)) / t_test,
-                          "transfer_energy": sum(map(len, transfer)) / t_tr,
-                          "energy_and_forces": sum(map(len, sub)) / t_f}
-    return res
+    return _timed_predictions(model, data, res)
 
 
 def run_ednn_atoms(args, data: Path) -> dict:
     """ednn's atom-centred model from a config that names only the data (and the split everyone uses)."""
-    from ase.io import read
 
     import ednn
 
@@ -125,27 +130,10 @@ def run_ednn_atoms(args, data: Path) -> dict:
     t0 = time.time()
     model = ednn.train.train(cfg, overwrite=True)
     t_train = time.time() - t0
-    test, transfer = read(str(data / "test.extxyz"), ":"), read(str(data / "transfer.extxyz"), ":")
-    sub = [test[i] for i in json.loads((data / "forces_subset.json").read_text())]
-    model.predict_energies(test[:2])  # build the graphs outside the timings, as the peers' first call does
-    model.predict_forces(test[:1])
     res = {"model": "ednn (atom-centred, config names only the data)", "train_s": t_train, "epochs": 1,
            "n_params": int(model.weights.size + model.refs.size),
            "settings": {"basis": model.basis.to_dict(), "alpha": model.meta["fit"]["alpha"]}}
-    t0 = time.time()
-    res["test_energy"] = model.predict_energies(test).tolist()
-    t_test = time.time() - t0
-    t0 = time.time()
-    res["transfer_energy"] = model.predict_energies(transfer).tolist()
-    t_tr = time.time() - t0
-    t0 = time.time()
-    res["forces"] = [f.tolist() for f in model.predict_forces(sub)]
-    t_f = time.time() - t0
-    res["times_s"] = {"test_energy": t_test, "transfer_energy": t_tr, "forces_subset": t_f}
-    res["atoms_per_s"] = {"test_energy": sum(map(len, test)) / t_test,
-                          "transfer_energy": sum(map(len, transfer)) / t_tr,
-                          "energy_and_forces": sum(map(len, sub)) / t_f}
-    return res
+    return _timed_predictions(model, data, res)
 
 
 def metrics(res: dict, data: Path) -> dict:

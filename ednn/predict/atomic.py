@@ -40,6 +40,7 @@ from ..nn.atomic import (
 )
 from ..properties import ENERGY
 from .calculator import EDNNCalculator
+from .domain import HasDomain
 
 __all__ = ["AtomicModel", "fit_atomic", "REPRESENTATION"]
 
@@ -48,7 +49,7 @@ _BATCH_ATOMS = 4096  # structures are predicted together up to about this many a
 STREAM_ATOMS = 50_000  # atoms per strip of a large structure (its neighbour list), in chunks of _BATCH_ATOMS
 
 
-class AtomicModel:
+class AtomicModel(HasDomain):
     """A linear model on atom-centred density projections (see the module docstring).
 
     Parameters
@@ -99,19 +100,6 @@ class AtomicModel:
     def set_weights(self, weights: np.ndarray, refs: np.ndarray) -> None:
         self._w.assign(np.asarray(weights, dtype=np.float64))
         self._b.assign(np.asarray(refs, dtype=np.float64))
-
-    @property
-    def domain(self):
-        d = self.meta.get("domain")
-        if d is None:
-            return None
-        from .domain import Domain  # noqa: PLC0415
-
-        return Domain.from_dict(d)
-
-    def check_domain(self, atoms: Any) -> list[tuple[str, str]]:
-        dom = self.domain
-        return [] if dom is None else dom.check(atoms)
 
     # ------------------------------------------------------------- energies
     def energy_tf_inputs(self, atoms: Any) -> dict[str, Any]:

@@ -258,3 +258,23 @@ class Domain:
                 if seen is not None:
                     seen.add(kind)
         return problems
+
+
+class HasDomain:
+    """``domain`` and ``check_domain`` of a model that keeps its training domain in ``meta["domain"]`` (the image
+    and the atom-centred models alike)."""
+
+    meta: dict[str, Any]
+
+    @property
+    def domain(self) -> Domain | None:
+        """The :class:`Domain` recorded at training (None for models saved without one)."""
+        d = self.meta.get("domain")
+        return None if d is None else Domain.from_dict(d)
+
+    def check_domain(self, atoms: Any) -> list[tuple[str, str]]:
+        """``(kind, message)`` for each way ``atoms`` lies outside the training domain ([] inside or without a
+        recorded domain); raises InputError for overlapping atoms and atoms far from the sheet."""
+        dom = self.domain
+        return [] if dom is None else dom.check(atoms)
+

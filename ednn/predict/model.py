@@ -35,6 +35,7 @@ from ..nn.network import build_network, n_outputs
 from ..nn.outputs import EnergyOutput, FieldOutput, build_outputs, fit_references
 from .artifact import corrupt, read_model, save_model
 from .calculator import EDNNCalculator
+from .domain import HasDomain
 from .stream import stream_energy, stream_outputs
 
 __all__ = ["EnergyModel", "load", "STREAM_PIXELS", "build_network", "fit_references", "normalize_model_config",
@@ -43,7 +44,7 @@ __all__ = ["EnergyModel", "load", "STREAM_PIXELS", "build_network", "fit_referen
 STREAM_PIXELS = 1 << 20  # structures with more pixels are predicted strip by strip
 
 
-class EnergyModel:
+class EnergyModel(HasDomain):
     """A trained (or freshly built) ednn model.
 
     Parameters
@@ -501,22 +502,6 @@ class EnergyModel:
     def calculator(self, **kw) -> EDNNCalculator:
         """An ASE calculator: energy, free_energy, forces, stress, per-atom energies (and maps)."""
         return EDNNCalculator(self, **kw)
-
-    @property
-    def domain(self):
-        """The :class:`~ednn.predict.domain.Domain` recorded at training (None for models saved without one)."""
-        d = self.meta.get("domain")
-        if d is None:
-            return None
-        from .domain import Domain  # noqa: PLC0415
-
-        return Domain.from_dict(d)
-
-    def check_domain(self, atoms: Any) -> list[tuple[str, str]]:
-        """``(kind, message)`` for each way ``atoms`` lies outside the training domain ([] inside or without a
-        recorded domain); raises InputError for overlapping atoms and atoms far from the sheet."""
-        dom = self.domain
-        return [] if dom is None else dom.check(atoms)
 
     def save(self, path: str) -> str:
         """Write the model folder or ``.zip`` (see :mod:`ednn.predict.artifact`)."""
