@@ -1,7 +1,9 @@
 """Does the ensemble spread rank the errors, and does it flag structures unlike the training data? (issue 11)
 
-The ensemble: ``ednn train experiments/uncertainty.yaml --ensemble 4`` (4 members, seeds 0..3, the same
-split of the `make data` set, the demo recipe, 8 minutes each). For each structure the prediction is the
+The ensemble: ``ednn train experiments/uncertainty.yaml --ensemble 4`` (4 voxel-image members, seeds 0..3,
+the same split of the `make data` set, the earlier demo recipe, 8 minutes each), or the atom-centred one,
+``ednn train experiments/uncertainty_atoms.yaml --ensemble 8`` (closed-form fits on bootstrap resamples, the
+members' cutoffs spread over 4-5 A by ``atoms.ensemble_cutoff_spread``; ``--ensemble runs/uncertainty_atoms``). For each structure the prediction is the
 members' mean and the uncertainty their standard deviation (ddof 1), both per atom. Reported:
 
 * held-out split (300 sheets of the training kinds) and size transfer (``data/transfer.h5``, 60 sheets of
@@ -117,8 +119,10 @@ def main(argv=None) -> int:
     tr_s, tr_e = load_structures(str(ROOT / "data" / "transfer.h5"))
     sets["size transfer"] = (tr_s, tr_e)
     ood = _ood_sets(args.n_ood)
+    cutoffs = [float(m.basis.cutoff) for m in ens.members if getattr(m, "basis", None) is not None]
     res: dict = {"experiment": "uncertainty", "ensemble": os.path.relpath(args.ensemble, ROOT),
-                 "members": len(ens), "sets": {}}
+                 "members": len(ens), "kind": "atom-centred" if cutoffs else "voxel image",
+                 "member_cutoffs_A": cutoffs, "sets": {}}
     for name, (s, e) in sets.items():
         res["sets"][name] = _stats(ens, s, e)
         r = res["sets"][name]
@@ -166,7 +170,7 @@ def _plot(res: dict, path: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("ensemble std (meV/atom)")
     ax.set_ylabel("|error| of the ensemble mean (meV/atom)")
-    ax.set_title(f"ednn ensemble of {res['members']} (make data set, demo recipe)")
+    ax.set_title(f"ednn ensemble of {res['members']} ({res.get('kind', 'voxel image')} members, make data set)")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=150)

@@ -319,3 +319,47 @@ def test_streamed_strips_give_the_whole_structure_energy_and_forces(fitted, monk
         np.testing.assert_allclose(f, f_whole, rtol=0, atol=1e-9)
         np.testing.assert_allclose(model.predict_forces([s])[0], f_whole, rtol=0, atol=1e-9)  # calculator: streamed
         assert e2 == pytest.approx(e, abs=1e-8)
+
+
+def test_cli_ensemble_spreads_cutoffs_and_flags_a_second_layer(tmp_path):
+    """`ednn train --ensemble 3` on single sheets: members at cutoffs 4.0 / 4.5 / 5.0 A on bootstrap resamples;
+    a bilayer (layers 3.1-3.9 A apart, inside every member's cutoff but never in the data) has a spread far
+    above the in-distribution spread, also when the layers sit just inside the base cutoff."""
+    import json
+
+    import yaml
+
+    import ednn
+    from ednn.atoms.build import bilayer
+    from ednn.atoms.generate import generate
+    from ednn.cli import main
+    from ednn.cli.model import member_cutoff
+    from ednn.data import DatasetWriter
+
+    structs, energies = [], []
+    for k, kind in enumerate(("graphene", "hbn", "bcn", "defect")):
+        s, e, _ = _labelled(kind, 20, seed=700 + k)
+        structs += s
+        energies.append(e)
+    energies = np.concatenate(energies)
+    h5 = str(tmp_path / "d.h5")
+    with DatasetWriter(h5) as w:
+        for a, e in zip(structs, energies):
+            w.append(a, energy=float(e))
+    cfg = {"out": str(tmp_path / "ens"), "data": {"train": h5, "val_fraction": 0.2, "test_fraction": 0.2},
+           "atoms": {"n_radial": 6, "l_max": 3}, "train": {"progress": False}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "cfg.yaml"), "--ensemble", "3"]) == 0
+    ens = ednn.load(str(tmp_path / "ens"))
+    assert [m.basis.cutoff for m in ens.members] == [4.0, 4.5, 5.0]
+    assert [member_cutoff({"cutoff": 4.0, "ensemble_cutoff_spread": 0.0}, k, 3) for k in range(3)] == [4.0] * 3
+    saved = json.load(open(tmp_path / "ens" / "member_2" / "model" / "config.json"))
+    assert saved["meta"]["train_config"]["atoms"]["bootstrap"] is True
+    test = [structs[i] for i in json.load(open(tmp_path / "ens" / "member_0" / "split.json"))["test"]]
+    _, std_in = ens.predict_energies(test, return_std=True)
+    ref = np.median(std_in / [len(a) for a in test])
+    sheets = list(generate("graphene", 4, seed=9, n_atoms=(20, 60), relax_defects=False))
+    for d in (3.3, 3.9):
+        bil = [bilayer(s, s, distance=d) for s in sheets]
+        _, std = ens.predict_energies(bil, return_std=True)
+        assert np.all(std / [len(a) for a in bil] > 10 * ref), (d, std, ref)

@@ -144,6 +144,12 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def member_cutoff(atoms_cfg: dict, k: int, k_members: int) -> float:
+    """Cutoff (A) of member ``k`` of an atom-centred ensemble of ``k_members``: evenly spread over
+    ``[cutoff, cutoff + ensemble_cutoff_spread]`` (member 0 keeps the config's cutoff)."""
+    return float(atoms_cfg["cutoff"]) + float(atoms_cfg["ensemble_cutoff_spread"]) * k / max(k_members - 1, 1)
+
+
 def _train_ensemble(cfg: dict, args: argparse.Namespace) -> int:
     """K members in out/member_k (seeds seed .. seed + K - 1, the same data split), then out/ensemble.json.
 
@@ -163,15 +169,18 @@ def _train_ensemble(cfg: dict, args: argparse.Namespace) -> int:
         ck = copy.deepcopy(cfg)
         ck["seed"] = int(cfg["seed"]) + k
         ck["out"] = os.path.join(out, f"member_{k}")
-        if ck["model"]["representation"] == "atoms":  # a closed-form fit: the members differ by their data only
+        if ck["model"]["representation"] == "atoms":
+            # a closed-form fit: the members differ by their data (bootstrap) and by how far they see (cutoff)
             ck["atoms"]["bootstrap"] = True
+            ck["atoms"]["cutoff"] = member_cutoff(cfg["atoms"], k, k_members)
         names.append(f"member_{k}/model")
         done = os.path.exists(os.path.join(ck["out"], "model", "config.json"))
         if done and not args.overwrite:
             print(f"member {k}: finished earlier, kept ({ck['out']})", file=sys.stderr)
             continue
         resume = args.resume or (not args.overwrite and os.path.exists(os.path.join(ck["out"], "checkpoint.npz")))
-        print(f"member {k} of {k_members}: seed {ck['seed']} -> {ck['out']}", file=sys.stderr)
+        seen = f", cutoff {ck['atoms']['cutoff']:.3f} A" if ck["model"]["representation"] == "atoms" else ""
+        print(f"member {k} of {k_members}: seed {ck['seed']}{seen} -> {ck['out']}", file=sys.stderr)
         train(ck, resume=resume, overwrite=args.overwrite)
     if get_backend(cfg["train"]["backend"]).is_chief:
         _write_manifest(out, names)

@@ -33,12 +33,13 @@ ENSEMBLE_FORMAT = "ednn-ensemble-1"
 
 
 class Ensemble:
-    """Several models of the same grid and outputs; predictions are member means, ``return_std`` their spread.
+    """Several models of one kind; predictions are member means, ``return_std`` their spread.
 
     Parameters
     ----------
-    members : sequence of EnergyModel
-        At least two, with the same species, grid dimension and energy output.
+    members : sequence of EnergyModel or AtomicModel
+        At least two with an energy output: image models of the same grid, or atom-centred models of the same
+        species (their bases may differ: ``ednn train --ensemble K`` spreads the cutoffs).
     """
 
     def __init__(self, members: Sequence[Any]):
@@ -47,9 +48,11 @@ class Ensemble:
             raise ModelError(f"an ensemble needs at least 2 members, got {len(members)}")
         ref = members[0]
         for i, m in enumerate(members[1:], 1):
-            if m.grid != ref.grid or m.energy_output is None or ref.energy_output is None:
-                raise ModelError(f"member {i} has another grid ({m.grid}) than member 0 ({ref.grid}) or no energy "
-                                 "output; ensemble members must be trained with the same grid on the same data")
+            if _contract(m) != _contract(ref) or m.energy_output is None or ref.energy_output is None:
+                raise ModelError(f"member {i} ({_contract(m)}) does not match member 0 ({_contract(ref)}) or has no "
+                                 "energy output; ensemble members must be models of one kind (the same grid, or "
+                                 "atom-centred with the same species; their cutoffs may differ) trained on the same "
+                                 "data")
         self.members = members
 
     def __len__(self) -> int:
@@ -102,6 +105,12 @@ class Ensemble:
             names.append(name)
         _write_manifest(path, names)
         return path
+
+
+def _contract(model: Any) -> tuple:
+    """What ensemble members must share: the grid of an image model, the species of an atom-centred one."""
+    basis = getattr(model, "basis", None)
+    return ("atoms", tuple(basis.species)) if basis is not None else ("image", model.grid)
 
 
 def _write_manifest(path: str, members: Sequence[str]) -> None:
