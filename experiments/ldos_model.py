@@ -46,7 +46,17 @@ T_E = 298.0
 VARIANTS = {"ednn": {"field_scale": "field"}, "ednn_channel": {"field_scale": "channel"},
             "ednn_b1": {"field_scale": "field", "train": {"batch_size": 1, "learning_rate": 1e-3}},
             "ednn_b1_int": {"field_scale": "field", "train": {"batch_size": 1, "learning_rate": 1e-3,
-                                                               "field_integral_weight": 100.0}}}
+                                                               "field_integral_weight": 100.0}},
+            # the receptive radius: 6 layers of kernel 5 see 12 pixels (5.4 A) instead of 8 (3.6 A)
+            "ednn_b1_int_l6": {"field_scale": "field", "layers": 6,
+                               "train": {"batch_size": 1, "learning_rate": 1e-3, "field_integral_weight": 100.0}},
+            # gradient norm clipped at 1: with 32-atom cells in the data the unclipped runs blew up once
+            # (loss 0.032 -> 5.1 at epoch 32 of runs/ldos_arch) and never came back below 0.05
+            "ednn_b1_int_clip": {"field_scale": "field", "train": {"batch_size": 1, "learning_rate": 1e-3,
+                                                                   "field_integral_weight": 100.0, "clip_norm": 1.0}},
+            "ednn_b1_int_l6_clip": {"field_scale": "field", "layers": 6,
+                                    "train": {"batch_size": 1, "learning_rate": 1e-3, "field_integral_weight": 100.0,
+                                              "clip_norm": 1.0}}}
 #: LDOS broadening of the training targets (eV): the labels' 25 meV re-broadened (``ednn ldos broaden``)
 WIDTH = 0.1
 
@@ -58,6 +68,40 @@ CONFIG = {
               "progress": False},
     "seed": 0,
 }
+
+
+def _spec(spec: str) -> tuple[str, int | None, int | None]:
+    """``"name.h5"`` or ``"name.h5[a:b]"`` (records a .. b-1 of the file) -> (name, a, b)."""
+    if not spec.endswith("]"):
+        return spec, None, None
+    name, rng = spec[:-1].split("[", 1)
+    a, b = rng.split(":")
+    return name, int(a) if a else None, int(b) if b else None
+
+
+def materialise(spec: str) -> Path:
+    """The broadened file of ``spec`` (see :func:`_spec`); a record slice is copied once to ``DATA/slices``
+    (kill-safe: the dataset writer resumes), so that training sees only those records."""
+    from ednn.data import Dataset, DatasetWriter
+
+    name, a, b = _spec(spec)
+    src = DATA / name
+    if a is None and b is None:
+        return src
+    with Dataset(src) as ds:
+        idx = range(len(ds))[slice(a, b)]
+        if not len(idx):
+            raise SystemExit(f"{spec}: no records in that range ({src} holds {len(ds)})")
+        dst = DATA / "slices" / f"{Path(name).stem}_{idx.start}-{idx.stop}.h5"
+        dst.parent.mkdir(exist_ok=True)
+        meta = {k: v for k, v in ds.metadata.items() if k != "created"}
+        meta["slice_of"] = {"file": name, "records": [idx.start, idx.stop]}
+        with DatasetWriter(dst, metadata=meta) as w:
+            for i in idx[len(w):]:
+                w.append(ds[i], energy=ds.energies[i] if ds.has_energy else None,
+                         forces=ds.forces(i) if ds.has_forces else None, stress=ds.stress(i), info=ds.info(i),
+                         targets={k: ds.target(k, i) for k in ds.target_names})
+    return dst
 
 
 def local_features(atoms, shape, k: int = 16) -> np.ndarray:
@@ -104,16 +148,24 @@ def main(argv: list[str] | None = None) -> int:
                     help="train for the whole budget and keep the last weights (a validation split of 2 records "
                          "is too noisy to stop on: the k40 sets stopped at epoch 67 on the weights of epoch 7)")
     ap.add_argument("--train-files", nargs="*", default=TRAIN_FILES,
-                    help="training files (the ionic-temperature transfer: al4_298K_Te298.h5 alone)")
+                    help="training files (the ionic-temperature transfer: al4_298K_Te298.h5 alone); "
+                         "FILE[a:b] takes records a .. b-1 only")
     ap.add_argument("--transfer-files", nargs="*", default=TRANSFER_FILES,
-                    help="files never trained on, each record a test record (e.g. al4_933K_Te298.h5)")
+                    help="files never trained on, each record a test record (e.g. al4_933K_Te298.h5); "
+                         "FILE[a:b] takes records a .. b-1 only (the rest may be trained on)")
     args = ap.parse_args(argv)
     train_files, transfer_files = list(args.train_files), list(args.transfer_files)
     from ednn.data.ldos import broaden_dataset
 
-    for f in train_files + transfer_files:  # the smooth targets, made once from the labels (resumable)
+    for f in {_spec(f)[0] for f in train_files + transfer_files}:  # the smooth targets, once (resumable)
         if (DATA.parent / f).exists():
             broaden_dataset(DATA.parent / f, DATA / f, WIDTH)
+    for a in (*train_files, *transfer_files):
+        for b in (*train_files, *transfer_files):
+            if a < b and _spec(a)[0] == _spec(b)[0]:
+                ra, rb = (range(99999)[slice(*_spec(x)[1:])] for x in (a, b))
+                if set(ra) & set(rb):
+                    raise SystemExit(f"{a} and {b} share records")
 
     import ednn
     from ednn.data import Dataset
@@ -122,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     from ednn.predict.electronic import ldos_errors
     from ednn.train import train
 
-    files = [str(DATA / f) for f in train_files]
+    files = [str(materialise(f)) for f in train_files]
     meta = ldos_metadata(files)
     grid = EnergyGrid.from_dict(meta["energy_grid"])
     models, t_train, cfgs = {}, {}, {}
@@ -150,11 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     records = []  # (atoms, ldos, info, role)
     for f in files:
         with Dataset(f) as ds:
-            records += [(ds[i], ds.target("ldos", i), ds.info(i), "al4") for i in range(len(ds))]
+            records += [(ds[i], ds.target("ldos", i), ds.info(i), "al4") for i in range(len(ds))]  # the split's
     transfer = []
     for f in transfer_files:
-        if (DATA / f).exists():
-            with Dataset(DATA / f) as ds:
+        if (DATA / _spec(f)[0]).exists():
+            with Dataset(materialise(f)) as ds:
                 transfer += [(ds[i], ds.target("ldos", i), ds.info(i), f.split(".")[0]) for i in range(len(ds))]
     tr = [records[i] for i in split["train"]]
     te = [records[i] for i in split["test"]] + transfer
@@ -208,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
            "n_test": len(split["test"]), "mlp_epochs": mlp_epochs, "electronic_temperature_K": T_E,
            "test_al4": summary(lambda r: r["role"] == "al4"),
            "transfer": summary(lambda r: r["role"] != "al4"),
+           "by_role": {role: summary(lambda r, role=role: r["role"] == role) for role in dict.fromkeys(
+               r["role"] for r in rows)},
            "train_files": train_files, "transfer_files": transfer_files,
            "records": [{k: v for k, v in r.items() if k != "dos"} for r in rows]}
     RESULTS.mkdir(parents=True, exist_ok=True)
