@@ -50,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
         parser.add_argument("config", help="JSON/YAML config file (keys and defaults below)")
         parser.add_argument("--ensemble", type=int, default=0, metavar="K",
                             help="train K members (seeds seed .. seed+K-1, same data and split) into out/member_k "
-                            "and write out/ensemble.json: predictions with an uncertainty (the members' spread)")
+                            "and write out/ensemble.json: predictions with an uncertainty (the members' spread); "
+                            "atom-centred members are fitted on bootstrap resamples, their cutoffs spread over "
+                            "[cutoff, cutoff + atoms.ensemble_cutoff_spread]")
         again = parser.add_mutually_exclusive_group()
         again.add_argument("--resume", action="store_true",
                            help="continue the run in the config's out folder from its checkpoint")
