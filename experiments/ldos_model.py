@@ -54,6 +54,9 @@ VARIANTS = {"ednn": {"field_scale": "field"}, "ednn_channel": {"field_scale": "c
             # (loss 0.032 -> 5.1 at epoch 32 of runs/ldos_arch) and never came back below 0.05
             "ednn_b1_int_clip": {"field_scale": "field", "train": {"batch_size": 1, "learning_rate": 1e-3,
                                                                    "field_integral_weight": 100.0, "clip_norm": 1.0}},
+            # the cumulative-DOS term 10x heavier: the band energy hangs on the DOS deep in the band
+            "ednn_b1_int1000_clip": {"field_scale": "field", "train": {
+                "batch_size": 1, "learning_rate": 1e-3, "field_integral_weight": 1000.0, "clip_norm": 1.0}},
             "ednn_b1_int_l6_clip": {"field_scale": "field", "layers": 6,
                                     "train": {"batch_size": 1, "learning_rate": 1e-3, "field_integral_weight": 100.0,
                                               "clip_norm": 1.0}}}
