@@ -42,24 +42,26 @@ TRAIN_FILES = ["al4_298K_Te298.h5", "al4_933K_Te298.h5"]
 TRANSFER_FILES = ["al32g_298K_Te298.h5", "al32g_933K_Te298.h5"]
 T_E = 298.0
 
+#: the batch-1 recipe with the cumulative-DOS term (``train.field_integral_weight``) the later variants start from
+_B1_INT = {"field_scale": "field", "train": {"batch_size": 1, "learning_rate": 1e-3, "field_integral_weight": 100.0}}
+
+
+def _variant(model: dict | None = None, **train_over) -> dict:
+    return {**_B1_INT, **(model or {}), "train": {**_B1_INT["train"], **train_over}}
+
+
 #: ednn variants: model-config overrides (each trained for the same budget)
 VARIANTS = {"ednn": {"field_scale": "field"}, "ednn_channel": {"field_scale": "channel"},
             "ednn_b1": {"field_scale": "field", "train": {"batch_size": 1, "learning_rate": 1e-3}},
-            "ednn_b1_int": {"field_scale": "field", "train": {"batch_size": 1, "learning_rate": 1e-3,
-                                                               "field_integral_weight": 100.0}},
+            "ednn_b1_int": _variant(),
             # the receptive radius: 6 layers of kernel 5 see 12 pixels (5.4 A) instead of 8 (3.6 A)
-            "ednn_b1_int_l6": {"field_scale": "field", "layers": 6,
-                               "train": {"batch_size": 1, "learning_rate": 1e-3, "field_integral_weight": 100.0}},
+            "ednn_b1_int_l6": _variant({"layers": 6}),
             # gradient norm clipped at 1: with 32-atom cells in the data the unclipped runs blew up once
             # (loss 0.032 -> 5.1 at epoch 32 of runs/ldos_arch) and never came back below 0.05
-            "ednn_b1_int_clip": {"field_scale": "field", "train": {"batch_size": 1, "learning_rate": 1e-3,
-                                                                   "field_integral_weight": 100.0, "clip_norm": 1.0}},
+            "ednn_b1_int_clip": _variant(clip_norm=1.0),
             # the cumulative-DOS term 10x heavier: the band energy hangs on the DOS deep in the band
-            "ednn_b1_int1000_clip": {"field_scale": "field", "train": {
-                "batch_size": 1, "learning_rate": 1e-3, "field_integral_weight": 1000.0, "clip_norm": 1.0}},
-            "ednn_b1_int_l6_clip": {"field_scale": "field", "layers": 6,
-                                    "train": {"batch_size": 1, "learning_rate": 1e-3, "field_integral_weight": 100.0,
-                                              "clip_norm": 1.0}}}
+            "ednn_b1_int1000_clip": _variant(clip_norm=1.0, field_integral_weight=1000.0),
+            "ednn_b1_int_l6_clip": _variant({"layers": 6}, clip_norm=1.0)}
 #: LDOS broadening of the training targets (eV): the labels' 25 meV re-broadened (``ednn ldos broaden``)
 WIDTH = 0.1
 
@@ -82,6 +84,18 @@ def _spec(spec: str) -> tuple[str, int | None, int | None]:
     return name, int(a) if a else None, int(b) if b else None
 
 
+def check_disjoint(specs: list[str]) -> None:
+    """Stop when two file specs (:func:`_spec`) share a record: none may be both trained on and tested on."""
+    seen: list[tuple[str, str, range]] = []
+    for spec in specs:
+        name, a, b = _spec(spec)
+        rng = range(1 << 30)[slice(a, b)]
+        for other, o_name, o_rng in seen:
+            if o_name == name and max(rng.start, o_rng.start) < min(rng.stop, o_rng.stop):
+                raise SystemExit(f"{other} and {spec} share records")
+        seen.append((spec, name, rng))
+
+
 def materialise(spec: str) -> Path:
     """The broadened file of ``spec`` (see :func:`_spec`); a record slice is copied once to ``DATA/slices``
     (kill-safe: the dataset writer resumes), so that training sees only those records."""
@@ -101,9 +115,7 @@ def materialise(spec: str) -> Path:
         meta["slice_of"] = {"file": name, "records": [idx.start, idx.stop]}
         with DatasetWriter(dst, metadata=meta) as w:
             for i in idx[len(w):]:
-                w.append(ds[i], energy=ds.energies[i] if ds.has_energy else None,
-                         forces=ds.forces(i) if ds.has_forces else None, stress=ds.stress(i), info=ds.info(i),
-                         targets={k: ds.target(k, i) for k in ds.target_names})
+                w.append(ds[i], **ds.labels(i))
     return dst
 
 
@@ -163,12 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     for f in {_spec(f)[0] for f in train_files + transfer_files}:  # the smooth targets, once (resumable)
         if (DATA.parent / f).exists():
             broaden_dataset(DATA.parent / f, DATA / f, WIDTH)
-    for a in (*train_files, *transfer_files):
-        for b in (*train_files, *transfer_files):
-            if a < b and _spec(a)[0] == _spec(b)[0]:
-                ra, rb = (range(99999)[slice(*_spec(x)[1:])] for x in (a, b))
-                if set(ra) & set(rb):
-                    raise SystemExit(f"{a} and {b} share records")
+    check_disjoint([*train_files, *transfer_files])
 
     import ednn
     from ednn.data import Dataset
@@ -205,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     records = []  # (atoms, ldos, info, role)
     for f in files:
         with Dataset(f) as ds:
-            records += [(ds[i], ds.target("ldos", i), ds.info(i), "al4") for i in range(len(ds))]  # the split's
+            records += [(ds[i], ds.target("ldos", i), ds.info(i), "al4") for i in range(len(ds))]
     transfer = []
     for f in transfer_files:
         if (DATA / _spec(f)[0]).exists():

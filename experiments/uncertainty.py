@@ -3,8 +3,9 @@
 The ensemble: ``ednn train experiments/uncertainty.yaml --ensemble 4`` (4 voxel-image members, seeds 0..3,
 the same split of the `make data` set, the earlier demo recipe, 8 minutes each), or the atom-centred one,
 ``ednn train experiments/uncertainty_atoms.yaml --ensemble 8`` (closed-form fits on bootstrap resamples, the
-members' cutoffs spread over 4-5 A by ``atoms.ensemble_cutoff_spread``; ``--ensemble runs/uncertainty_atoms``). For each structure the prediction is the
-members' mean and the uncertainty their standard deviation (ddof 1), both per atom. Reported:
+members' cutoffs spread over 4-5 A by ``atoms.ensemble_cutoff_spread``; ``--ensemble runs/uncertainty_atoms``).
+For each structure the prediction is the members' mean and the uncertainty their standard deviation (ddof 1),
+both per atom. Reported:
 
 * held-out split (300 sheets of the training kinds) and size transfer (``data/transfer.h5``, 60 sheets of
   1000-5000 atoms): MAE, RMSE of the mean and of each member, the Spearman correlation between the std and

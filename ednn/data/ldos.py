@@ -339,12 +339,10 @@ def broaden_dataset(src: str | os.PathLike, dst: str | os.PathLike, width: float
 
                 it = tqdm(it, desc="broaden", leave=False)
             for i in it:
-                info = ds.info(i)
-                targets = {k: ds.target(k, i) for k in ds.target_names}
-                targets["ldos"] = rebroaden(targets["ldos"], grid, s0, width)[..., : new_grid.n].astype(np.float32)
-                w.append(ds[i], energy=ds.energies[i] if ds.has_energy else None,
-                         forces=ds.forces(i) if ds.has_forces else None, stress=ds.stress(i),
-                         info={**info, "broadening_eV": float(width), "energy_grid": new_grid.to_dict()},
-                         targets=targets)
+                lab = ds.labels(i)
+                lab["targets"]["ldos"] = rebroaden(lab["targets"]["ldos"], grid, s0, width)[..., : new_grid.n].astype(
+                    np.float32)
+                lab["info"].update(broadening_eV=float(width), energy_grid=new_grid.to_dict())
+                w.append(ds[i], **lab)
             n = len(w)
     return {"n_records": n, "width_eV": float(width)}

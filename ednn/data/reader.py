@@ -242,6 +242,12 @@ class Dataset(_Base):
         v = self._info[self._idx(i)]
         return json.loads(v.decode() if isinstance(v, bytes) else v)
 
+    def labels(self, i: int) -> dict[str, Any]:
+        """Everything stored with record ``i`` besides the structure, as :meth:`DatasetWriter.append`'s keywords
+        (energy, forces, stress, info, targets): ``writer.append(ds[i], **ds.labels(i))`` copies the record."""
+        return {"energy": self.energy(i), "forces": self.forces(i), "stress": self.stress(i), "info": self.info(i),
+                "targets": {k: self.target(k, i) for k in self.target_names}}
+
     def target(self, name: str, i: int) -> np.ndarray:
         """Per-record array target ``name`` of record ``i`` in its stored shape."""
         if name not in self._targets:
