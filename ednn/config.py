@@ -136,7 +136,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         "bootstrap": (False, (bool,), None, None),
         # A: `ednn train --ensemble K` spreads the members' cutoffs evenly over [cutoff, cutoff + spread], so that
         # they also differ in how far they see: members that see further disagree on structures with neighbours
-        # the training data never had there (a second layer 3.1-3.9 A away is flagged at >= 300x the held-out
+        # the training data never had there (a second layer 3.1-3.9 A away is flagged at >= 785x the held-out
         # median std, against 1.6x for bootstrap alone: experiments/uncertainty.py); 0: bootstrap only
         "ensemble_cutoff_spread": (1.0, _NUM, None, _NONNEG),
     },
