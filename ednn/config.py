@@ -51,6 +51,7 @@ IMAGE_ONLY = {
     "train": ("epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "schedule", "min_lr_fraction",
               "decay_rate", "warmup_epochs", "plateau_patience", "plateau_factor", "patience", "restore_best",
               "clip_norm", "loss", "huber_delta", "force_weight", "field_weight", "field_integral_weight",
+              "field_moment_weight", "field_density_weight",
               "lr_scaling", "max_time_s", "bucket", "augment"),
 }
 ACTIVATIONS = ("swish", "silu", "tanh", "softplus", "gelu", "elu", "relu", "shifted_softplus")
@@ -166,6 +167,14 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         # the Fermi level. The per-voxel MSE barely sees a uniform 1 % bias, which moves an Al Fermi level by
         # ~100 meV and its band energy by ~150 meV/atom
         "field_integral_weight": (0.0, _NUM, None, _NONNEG),
+        # LDOS only, at the labels' electronic temperature and the median training Fermi level mu: weight of the
+        # squared errors of each tile's mean density and mean band energy relative to mu (int (E - mu) f LDOS dE),
+        # both over the training data's mean electron density (the band energy per electron, in eV). These are
+        # the two numbers the band energy at a conserved electron count hangs on (to first order), so they
+        # are weighted directly instead of through every energy's cumulative DOS
+        "field_moment_weight": (0.0, _NUM, None, _NONNEG),
+        # LDOS only: weight of the mean squared density error of each voxel over the mean electron density
+        "field_density_weight": (0.0, _NUM, None, _NONNEG),
         "lr_scaling": ("none", (str,), ("none", "linear", "sqrt"), None),
         "backend": ("auto", (str,), ("auto", "serial", "horovod"), None),
         "progress": (True, (bool,), None, None),

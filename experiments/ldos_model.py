@@ -61,7 +61,10 @@ VARIANTS = {"ednn": {"field_scale": "field"}, "ednn_channel": {"field_scale": "c
             "ednn_b1_int_clip": _variant(clip_norm=1.0),
             # the cumulative-DOS term 10x heavier: the band energy hangs on the DOS deep in the band
             "ednn_b1_int1000_clip": _variant(clip_norm=1.0, field_integral_weight=1000.0),
-            "ednn_b1_int_l6_clip": _variant({"layers": 6}, clip_norm=1.0)}
+            "ednn_b1_int_l6_clip": _variant({"layers": 6}, clip_norm=1.0),
+            # the two numbers the band energy hangs on weighted directly: each tile's mean density and band
+            # energy relative to mu (train.field_moment_weight), and every voxel's density (field_density_weight)
+            "ednn_mom": _variant(clip_norm=1.0, field_moment_weight=100.0, field_density_weight=10.0)}
 #: LDOS broadening of the training targets (eV): the labels' 25 meV re-broadened (``ednn ldos broaden``)
 WIDTH = 0.1
 

@@ -380,3 +380,55 @@ def test_ednn_predict_ldos_model_cli(al_ldos_set, tmp_path):
     assert cols[10] == pytest.approx(f["free_energy_change"], abs=2e-6)
     assert cols[11] == pytest.approx(f["energy_zero"] + f["free_energy_change"], abs=3e-6)
     assert f["free_energy_change"] < 0  # -(pi^2/6)(k_B T)^2 D(mu) to leading order
+
+
+def test_ldos_moment_terms_are_the_density_and_band_energy_errors(al_ldos_set, tmp_path):
+    """`train.field_moment_weight` / `field_density_weight` weight the errors of the density and of the band
+    energy relative to mu: the trainer's moments of an LDOS error equal the physics code's density and
+    int (E - mu) f D dE of that error (network units and the space-to-depth layout undone), over the
+    training data's mean electron density; a model without an LDOS is refused."""
+    import tensorflow as tf
+
+    from ednn.config import normalize_config
+    from ednn.data import Dataset
+    from ednn.electronic import band_energy_weights, occupation_weights
+    from ednn.parallel.serial import SerialBackend
+    from ednn.train import Trainer, train
+    from ednn.train.trainer import ldos_moment_errors
+
+    path, grid = al_ldos_set
+    cfg = _ldos_config(path, tmp_path / "mom", epochs=1)
+    cfg["train"].update({"field_moment_weight": 10.0, "field_density_weight": 1.0})
+    model = train(cfg)
+    meta = model.meta["electronic"]
+    with Dataset(path) as ds:
+        mus = [ds.info(i)["fermi_level_eV"] for i in range(len(ds))]
+        vol = sum(abs(np.linalg.det(ds.cell(i))) for i in range(len(ds)))
+        at = ds[0]
+    assert meta["fermi_level_eV"] == pytest.approx(float(np.median(mus)))
+    assert meta["electron_density"] == pytest.approx(12.0 * len(mus) / vol, rel=1e-12)
+    tr = Trainer(model, normalize_config({"train": cfg["train"]})["train"], 0, SerialBackend(), None)
+    (mom,) = tr._ldos_moments(tf)
+    f = model.fields["ldos"]
+    rng = np.random.default_rng(0)
+    err = rng.normal(size=(12, 12, 12, grid.n)) * 1e-3  # an LDOS error on the DFT grid, 1/(eV A^3)
+    diff = f.to_network(err)[None]  # (1, 6, 6, 6, 8 * n_E)
+    real = np.ones(diff.shape[:-1] + (1,), np.float32)
+    dn, row_n, row_b = (t.numpy() for t in ldos_moment_errors(tf, tf.constant(diff), tf.constant(real), *mom))
+    mu, temp, nbar = meta["fermi_level_eV"], meta["electronic_temperatures_K"][0], meta["electron_density"]
+    occ = occupation_weights(grid, mu, temp)
+    dens = err @ occ / nbar  # relative density error per DFT voxel
+    np.testing.assert_allclose(np.sort(dn.ravel()), np.sort(dens.ravel()), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(dn[0, 1, 2, 0, :].reshape(2, 2, 2), dens[2:4, 4:6, 0:2], rtol=1e-4, atol=1e-7)
+    assert row_n[0] == pytest.approx(dens.mean(), rel=1e-4, abs=1e-8)
+    band = err @ (band_energy_weights(grid, mu, temp) - mu * occ) / nbar
+    assert row_b[0] == pytest.approx(band.mean(), rel=1e-4, abs=1e-8)
+    # half the pixels owned: the means are over the owned fine voxels only
+    real[:, 3:] = 0
+    _, row_n, _ = ldos_moment_errors(tf, tf.constant(diff * real), tf.constant(real), *mom)
+    assert float(row_n[0]) == pytest.approx(dens[:6].mean(), rel=1e-4, abs=1e-8)
+    assert np.isfinite(model.electronic_structure(at, 600.0)["band_energy"])
+    dens_model = _model(channels=1, field="density")
+    with pytest.raises(ConfigError, match="field_moment_weight"):
+        Trainer(dens_model, normalize_config({"train": {"field_moment_weight": 1.0}})["train"], 0, SerialBackend(),
+                None)

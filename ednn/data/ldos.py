@@ -261,12 +261,14 @@ def ldos_metadata(paths: str | os.PathLike | list) -> dict[str, Any]:
     dict
         ``energy_grid`` (the one grid every file shares), ``broadening_eV``, ``valence`` (electrons per
         element, ``{"13": 3.0}``, solved from the records' electron counts and compositions and checked to
-        reproduce every count to 1e-6), and ``electronic_temperatures_K`` (of the labels).
+        reproduce every count to 1e-6), ``electronic_temperatures_K`` (of the labels), and what the
+        LDOS-moment loss terms of training refer to: ``fermi_level_eV`` (the median of the records' DFT
+        Fermi levels) and ``electron_density`` (all valence electrons over all cell volumes, 1/A^3).
     """
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     grid = None
     widths, temps, n_el = set(), set(), []
-    rows = []
+    rows, mus, volume = [], [], 0.0
     for p in paths:
         with Dataset(p) as ds:
             g = ds.metadata.get("energy_grid")
@@ -285,6 +287,9 @@ def ldos_metadata(paths: str | os.PathLike | list) -> dict[str, Any]:
                 z = ds.numbers(i)
                 rows.append(np.bincount(z, minlength=119))
                 n_el.append(float(info["n_electrons"]))
+                volume += abs(float(np.linalg.det(ds.cell(i))))
+                if "fermi_level_eV" in info:
+                    mus.append(float(info["fermi_level_eV"]))
                 temps.add(float(info.get("electronic_temperature_K", math.nan)))
                 widths.add(float(info.get("broadening_eV", math.nan)))
     if not rows:
@@ -298,7 +303,8 @@ def ldos_metadata(paths: str | os.PathLike | list) -> dict[str, Any]:
                            "element (charged cells, or several setups?); ednn's LDOS models need neutral cells")
     return {"energy_grid": grid.to_dict(), "broadening_eV": sorted(widths)[0] if len(widths) == 1 else sorted(widths),
             "valence": {str(z): float(v) for z, v in zip(species, val, strict=True)},
-            "electronic_temperatures_K": sorted(temps)}
+            "electronic_temperatures_K": sorted(temps),
+            "fermi_level_eV": float(np.median(mus)) if mus else None, "electron_density": sum(n_el) / volume}
 
 
 def broaden_dataset(src: str | os.PathLike, dst: str | os.PathLike, width: float, progress: bool = False) -> dict:

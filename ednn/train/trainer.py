@@ -17,7 +17,24 @@ from ..predict.model import EnergyModel
 from .callbacks import Callback
 from .sets import TrainSet
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "ldos_moment_errors"]
+
+
+def ldos_moment_errors(tf, diff, real, start: int, sub: int, channels: int, w_occ, w_band):
+    """The Fermi-weighted moments of a per-voxel LDOS error (the terms of ``field_moment_weight`` and
+    ``field_density_weight``).
+
+    ``diff`` ``(rows, *pixels, net_channels)`` is prediction minus label in network units, zero outside
+    ``real`` ``(rows, *pixels, 1)`` (1 on the pixels a row owns); the LDOS owns channels ``start ..
+    start + sub * channels`` (``sub`` fine voxels per pixel). Returns the density error of every fine voxel
+    ``(rows, *pixels, sub)`` (``w_occ @``), and per row the mean density and band-energy errors ``(rows,)``
+    (``w_band @``) over its owned voxels.
+    """
+    blk = tf.reshape(diff[..., start : start + sub * channels], tf.concat([tf.shape(diff)[:-1], [sub, channels]], 0))
+    dn = tf.reduce_sum(blk * w_occ, axis=-1)
+    axes = list(range(1, len(diff.shape)))
+    owned = tf.maximum(tf.reduce_sum(real, axis=axes) * sub, 1.0)
+    return dn, tf.reduce_sum(dn, axis=axes) / owned, tf.reduce_sum(tf.reduce_sum(blk * w_band, -1), axis=axes) / owned
 
 
 class Trainer:
@@ -61,6 +78,8 @@ class Trainer:
         F, f0 = self.n_field_channels, int(has_e)
         w_field = float(cfg["field_weight"])
         w_int = float(cfg["field_integral_weight"])
+        w_mom, w_den = float(cfg["field_moment_weight"]), float(cfg["field_density_weight"])
+        moments = self._ldos_moments(tf) if (w_mom or w_den) else []
         groups = [(f.start - f0, f.sub_voxels, f.channels) for f in self.model.fields.values()]
         x_spec = tf.TensorSpec([None] * (d + 1) + [self.model.in_channels], tf.float32)
         m_spec = tf.TensorSpec([None] * (d + 1 if head == "density" else 1), tf.float32)
@@ -100,6 +119,13 @@ class Trainer:
                         parts = [tf.cumsum(tf.reduce_mean(tf.reshape(cell[:, c0 : c0 + sub * ch], [-1, sub, ch]),
                                                           axis=1), axis=1) / ch for c0, sub, ch in groups]
                         loss = loss + w_int * tf.reduce_mean(tf.square(tf.concat(parts, axis=1)))
+                    for mom in moments:  # Fermi-weighted moments of the LDOS error
+                        dn, row_n, row_b = ldos_moment_errors(tf, diff, real, *mom)
+                        if w_den:
+                            loss = loss + w_den * tf.reduce_sum(tf.square(dn)) / tf.maximum(
+                                tf.reduce_sum(real) * mom[1], 1.0)
+                        if w_mom:
+                            loss = loss + w_mom * tf.reduce_mean(tf.square(row_n) + tf.square(row_b))
             grads = tape.gradient(loss, net.trainable_variables)
             grads = backend.allreduce_gradients(grads)
             if clip:
@@ -108,6 +134,30 @@ class Trainer:
             return loss, abs_e, sq_f
 
         return step
+
+    def _ldos_moments(self, tf) -> list[tuple]:
+        """For each LDOS field: ``(start, sub_voxels, channels, w_occ, w_band)`` with ``w_occ @ y`` the voxel's
+        density and ``w_band @ y`` its band energy relative to the Fermi level, from network units ``y``, both
+        over the training data's mean electron density (so per eV): the terms of ``field_moment_weight`` and
+        ``field_density_weight`` at the labels' electronic temperature and the median training Fermi level."""
+        from ..electronic import EnergyGrid, band_energy_weights, occupation_weights  # noqa: PLC0415
+        from ..errors import ConfigError  # noqa: PLC0415
+        from ..properties import LDOS  # noqa: PLC0415
+
+        meta = self.model.meta.get("electronic") or {}
+        if LDOS.key not in self.model.fields or meta.get("fermi_level_eV") is None:
+            raise ConfigError("train.field_moment_weight and train.field_density_weight weight the Fermi-weighted "
+                              "moments of an LDOS: they need data.targets: [ldos] on gpaw-ldos datasets (whose "
+                              "records carry fermi_level_eV); set them to 0 for other targets")
+        grid, mu = EnergyGrid.from_dict(meta["energy_grid"]), float(meta["fermi_level_eV"])
+        temp = float(meta["electronic_temperatures_K"][0])
+        f = self.model.fields[LDOS.key]
+        has_e = int(self.model.energy_output is not None)
+        occ = occupation_weights(grid, mu, temp)
+        band = band_energy_weights(grid, mu, temp) - mu * occ
+        to_rel = f.scale / float(meta["electron_density"])
+        return [(f.start - has_e, f.sub_voxels, f.channels, tf.constant(occ * to_rel, tf.float32),
+                 tf.constant(band * to_rel, tf.float32))]
 
     # per-voxel labels -------------------------------------------------------
     def field_labels(self, ts: TrainSet, i: int) -> np.ndarray:
