@@ -167,9 +167,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         # the Fermi level. The per-voxel MSE barely sees a uniform 1 % bias, which moves an Al Fermi level by
         # ~100 meV and its band energy by ~150 meV/atom
         "field_integral_weight": (0.0, _NUM, None, _NONNEG),
-        # LDOS only, at the labels' electronic temperature and the median training Fermi level mu: weight of the
-        # squared errors of each tile's mean density and mean band energy relative to mu (int (E - mu) f LDOS dE),
-        # both over the training data's mean electron density (the band energy per electron, in eV). These are
+        # LDOS only, at the labels' electronic temperature and the median training Fermi level mu: weight of
+        # the squared errors of each structure's mean density and mean band energy relative to mu
+        # (int (E - mu) f LDOS dE), both over the training data's mean electron density (the band energy per electron, in eV). These are
         # the two numbers the band energy at a conserved electron count hangs on (to first order), so they
         # are weighted directly instead of through every energy's cumulative DOS
         "field_moment_weight": (0.0, _NUM, None, _NONNEG),

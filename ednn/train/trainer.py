@@ -25,7 +25,7 @@ def ldos_moment_errors(tf, diff, real, start: int, sub: int, channels: int, w_oc
     ``field_density_weight``).
 
     ``diff`` ``(rows, *pixels, net_channels)`` is prediction minus label in network units, zero outside
-    ``real`` ``(rows, *pixels, 1)`` (1 on the pixels a row owns); the LDOS owns channels ``start ..
+    ``real`` ``(rows, *pixels, 1)`` (1 on the pixels a row owns; a row is one structure's cell); the LDOS owns channels ``start ..
     start + sub * channels`` (``sub`` fine voxels per pixel). Returns the density error of every fine voxel
     ``(rows, *pixels, sub)`` (``w_occ @``), and per row the mean density and band-energy errors ``(rows,)``
     (``w_band @``) over its owned voxels.
