@@ -169,9 +169,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         "field_integral_weight": (0.0, _NUM, None, _NONNEG),
         # LDOS only, at the labels' electronic temperature and the median training Fermi level mu: weight of
         # the squared errors of each structure's mean density and mean band energy relative to mu
-        # (int (E - mu) f LDOS dE), both over the training data's mean electron density (the band energy per electron, in eV). These are
-        # the two numbers the band energy at a conserved electron count hangs on (to first order), so they
-        # are weighted directly instead of through every energy's cumulative DOS
+        # (int (E - mu) f LDOS dE), both over the training data's mean electron density (the band energy
+        # per electron, in eV). These are the two numbers the band energy at a conserved electron count
+        # hangs on (to first order), so they are weighted directly instead of through every energy's
+        # cumulative DOS
         "field_moment_weight": (0.0, _NUM, None, _NONNEG),
         # LDOS only: weight of the mean squared density error of each voxel over the mean electron density
         "field_density_weight": (0.0, _NUM, None, _NONNEG),

@@ -408,7 +408,7 @@ def test_ldos_moment_terms_are_the_density_and_band_energy_errors(al_ldos_set, t
     assert meta["fermi_level_eV"] == pytest.approx(float(np.median(mus)))
     assert meta["electron_density"] == pytest.approx(12.0 * len(mus) / vol, rel=1e-12)
     tr = Trainer(model, normalize_config({"train": cfg["train"]})["train"], 0, SerialBackend(), None)
-    (mom,) = tr._ldos_moments(tf)
+    mom = tr._ldos_moments(tf)
     f = model.fields["ldos"]
     rng = np.random.default_rng(0)
     err = rng.normal(size=(12, 12, 12, grid.n)) * 1e-3  # an LDOS error on the DFT grid, 1/(eV A^3)

@@ -25,8 +25,8 @@ def ldos_moment_errors(tf, diff, real, start: int, sub: int, channels: int, w_oc
     ``field_density_weight``).
 
     ``diff`` ``(rows, *pixels, net_channels)`` is prediction minus label in network units, zero outside
-    ``real`` ``(rows, *pixels, 1)`` (1 on the pixels a row owns; a row is one structure's cell); the LDOS owns channels ``start ..
-    start + sub * channels`` (``sub`` fine voxels per pixel). Returns the density error of every fine voxel
+    ``real`` ``(rows, *pixels, 1)`` (1 on the pixels a row owns; a row is one structure's cell); the LDOS
+    owns channels ``start .. start + sub * channels`` (``sub`` fine voxels per pixel). Returns the density error of every fine voxel
     ``(rows, *pixels, sub)`` (``w_occ @``), and per row the mean density and band-energy errors ``(rows,)``
     (``w_band @``) over its owned voxels.
     """
@@ -79,7 +79,7 @@ class Trainer:
         w_field = float(cfg["field_weight"])
         w_int = float(cfg["field_integral_weight"])
         w_mom, w_den = float(cfg["field_moment_weight"]), float(cfg["field_density_weight"])
-        moments = self._ldos_moments(tf) if (w_mom or w_den) else []
+        moment = self._ldos_moments(tf) if (w_mom or w_den) else None
         groups = [(f.start - f0, f.sub_voxels, f.channels) for f in self.model.fields.values()]
         x_spec = tf.TensorSpec([None] * (d + 1) + [self.model.in_channels], tf.float32)
         m_spec = tf.TensorSpec([None] * (d + 1 if head == "density" else 1), tf.float32)
@@ -119,11 +119,11 @@ class Trainer:
                         parts = [tf.cumsum(tf.reduce_mean(tf.reshape(cell[:, c0 : c0 + sub * ch], [-1, sub, ch]),
                                                           axis=1), axis=1) / ch for c0, sub, ch in groups]
                         loss = loss + w_int * tf.reduce_mean(tf.square(tf.concat(parts, axis=1)))
-                    for mom in moments:  # Fermi-weighted moments of the LDOS error
-                        dn, row_n, row_b = ldos_moment_errors(tf, diff, real, *mom)
+                    if moment is not None:  # Fermi-weighted moments of the LDOS error
+                        dn, row_n, row_b = ldos_moment_errors(tf, diff, real, *moment)
                         if w_den:
                             loss = loss + w_den * tf.reduce_sum(tf.square(dn)) / tf.maximum(
-                                tf.reduce_sum(real) * mom[1], 1.0)
+                                tf.reduce_sum(real) * moment[1], 1.0)
                         if w_mom:
                             loss = loss + w_mom * tf.reduce_mean(tf.square(row_n) + tf.square(row_b))
             grads = tape.gradient(loss, net.trainable_variables)
@@ -135,8 +135,8 @@ class Trainer:
 
         return step
 
-    def _ldos_moments(self, tf) -> list[tuple]:
-        """For each LDOS field: ``(start, sub_voxels, channels, w_occ, w_band)`` with ``w_occ @ y`` the voxel's
+    def _ldos_moments(self, tf) -> tuple:
+        """For the LDOS field: ``(start, sub_voxels, channels, w_occ, w_band)`` with ``w_occ @ y`` the voxel's
         density and ``w_band @ y`` its band energy relative to the Fermi level, from network units ``y``, both
         over the training data's mean electron density (so per eV): the terms of ``field_moment_weight`` and
         ``field_density_weight`` at the labels' electronic temperature and the median training Fermi level."""
@@ -156,8 +156,8 @@ class Trainer:
         occ = occupation_weights(grid, mu, temp)
         band = band_energy_weights(grid, mu, temp) - mu * occ
         to_rel = f.scale / float(meta["electron_density"])
-        return [(f.start - has_e, f.sub_voxels, f.channels, tf.constant(occ * to_rel, tf.float32),
-                 tf.constant(band * to_rel, tf.float32))]
+        return (f.start - has_e, f.sub_voxels, f.channels, tf.constant(occ * to_rel, tf.float32),
+                tf.constant(band * to_rel, tf.float32))
 
     # per-voxel labels -------------------------------------------------------
     def field_labels(self, ts: TrainSet, i: int) -> np.ndarray:
