@@ -51,7 +51,7 @@ IMAGE_ONLY = {
     "train": ("epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "schedule", "min_lr_fraction",
               "decay_rate", "warmup_epochs", "plateau_patience", "plateau_factor", "patience", "restore_best",
               "clip_norm", "loss", "huber_delta", "force_weight", "field_weight", "field_integral_weight",
-              "field_moment_weight", "field_density_weight",
+              "field_moment_weight", "field_band_weight", "field_density_weight",
               "lr_scaling", "max_time_s", "bucket", "augment"),
 }
 ACTIVATIONS = ("swish", "silu", "tanh", "softplus", "gelu", "elu", "relu", "shifted_softplus")
@@ -174,6 +174,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         # hangs on (to first order), so they are weighted directly instead of through every energy's
         # cumulative DOS
         "field_moment_weight": (0.0, _NUM, None, _NONNEG),
+        # LDOS only: the band-energy half of field_moment_weight on its own; None: field_moment_weight. The
+        # band moment of an error is ~4x its electron moment (eV per electron), so one weight for both makes
+        # the band term dominate as it grows (1000 for both stalled training: experiments/README.md)
+        "field_band_weight": (None, _OPT_NUM, None, _NONNEG),
         # LDOS only: weight of the mean squared density error of each voxel over the mean electron density
         "field_density_weight": (0.0, _NUM, None, _NONNEG),
         "lr_scaling": ("none", (str,), ("none", "linear", "sqrt"), None),

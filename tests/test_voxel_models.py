@@ -432,3 +432,54 @@ def test_ldos_moment_terms_are_the_density_and_band_energy_errors(al_ldos_set, t
     with pytest.raises(ConfigError, match="field_moment_weight"):
         Trainer(dens_model, normalize_config({"train": {"field_moment_weight": 1.0}})["train"], 0, SerialBackend(),
                 None)
+
+
+def test_ldos_moment_weights_add_the_electron_and_band_terms_separately(al_ldos_set, tmp_path):
+    """`field_moment_weight` weights each cell's squared electron (mean density) error and `field_band_weight`
+    its squared band-energy error, each on its own; `field_band_weight: null` (the default) means the same
+    weight as `field_moment_weight`. Checked on the training step's loss against the moments of the error."""
+    import tensorflow as tf
+
+    from ednn.config import normalize_config
+    from ednn.parallel.serial import SerialBackend
+    from ednn.train import Trainer, train
+    from ednn.train.trainer import ldos_moment_errors
+
+    path, _ = al_ldos_set
+    cfg = _ldos_config(path, tmp_path / "mom", epochs=1)
+    model = train(cfg)
+    net, f = model.network, model.fields["ldos"]
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(2, 7, 7, 7, model.in_channels)).astype(np.float32))
+    out = net(x).numpy()
+    mask = np.ones(out.shape[:-1], np.float32)
+    mask[1, :, :, 4:] = 0  # the second row owns part of its pixels
+    lab = (out[..., f.start : f.start + f.net_channels] + rng.normal(size=out.shape[:-1] + (f.net_channels,))
+           * 0.05).astype(np.float32)
+    weights0 = net.get_weights()
+
+    def loss(w_mom, w_band):
+        train_cfg = normalize_config({"train": {**cfg["train"], "field_moment_weight": w_mom,
+                                                "field_band_weight": w_band}})["train"]
+        tr = Trainer(model, train_cfg, 0, SerialBackend(), None)
+        net.set_weights(weights0)
+        val = tr.step_fn(x, tf.constant(mask), tf.constant([0, 1], tf.int32), tf.zeros([2]), tf.ones([2]),
+                         tf.constant(lab))[0]
+        net.set_weights(weights0)
+        return float(val), tr
+
+    base, _ = loss(0.0, 0.0)
+    l_n, tr = loss(30.0, 0.0)
+    l_b, _ = loss(0.0, 7.0)
+    real = tf.constant(mask[..., None])
+    diff = (out[..., f.start : f.start + f.net_channels] - lab) * mask[..., None]
+    _, row_n, row_b = (t.numpy() for t in ldos_moment_errors(tf, tf.constant(diff), real, *tr._ldos_moments(tf)))
+    assert abs(row_n).min() > 0 and abs(row_b).min() > 0
+    assert l_n - base == pytest.approx(30.0 * np.mean(row_n**2), rel=1e-3)
+    assert l_b - base == pytest.approx(7.0 * np.mean(row_b**2), rel=1e-3)
+    assert loss(30.0, 7.0)[0] - base == pytest.approx((l_n - base) + (l_b - base), rel=1e-4)
+    assert loss(30.0, None)[0] == pytest.approx(loss(30.0, 30.0)[0], rel=1e-6)
+    dens_model = _model(channels=1, field="density")
+    with pytest.raises(ConfigError, match="field_band_weight"):
+        Trainer(dens_model, normalize_config({"train": {"field_band_weight": 1.0}})["train"], 0, SerialBackend(),
+                None)

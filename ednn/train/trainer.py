@@ -21,7 +21,7 @@ __all__ = ["Trainer", "ldos_moment_errors"]
 
 
 def ldos_moment_errors(tf, diff, real, start: int, sub: int, channels: int, w_occ, w_band):
-    """The Fermi-weighted moments of a per-voxel LDOS error (the terms of ``field_moment_weight`` and
+    """The Fermi-weighted moments of a per-voxel LDOS error (the terms of ``field_moment_weight``, ``field_band_weight`` and
     ``field_density_weight``).
 
     ``diff`` ``(rows, *pixels, net_channels)`` is prediction minus label in network units, zero outside
@@ -79,7 +79,8 @@ class Trainer:
         w_field = float(cfg["field_weight"])
         w_int = float(cfg["field_integral_weight"])
         w_mom, w_den = float(cfg["field_moment_weight"]), float(cfg["field_density_weight"])
-        moment = self._ldos_moments(tf) if (w_mom or w_den) else None
+        w_band = w_mom if cfg["field_band_weight"] is None else float(cfg["field_band_weight"])
+        moment = self._ldos_moments(tf) if (w_mom or w_band or w_den) else None
         groups = [(f.start - f0, f.sub_voxels, f.channels) for f in self.model.fields.values()]
         x_spec = tf.TensorSpec([None] * (d + 1) + [self.model.in_channels], tf.float32)
         m_spec = tf.TensorSpec([None] * (d + 1 if head == "density" else 1), tf.float32)
@@ -125,7 +126,9 @@ class Trainer:
                             loss = loss + w_den * tf.reduce_sum(tf.square(dn)) / tf.maximum(
                                 tf.reduce_sum(real) * moment[1], 1.0)
                         if w_mom:
-                            loss = loss + w_mom * tf.reduce_mean(tf.square(row_n) + tf.square(row_b))
+                            loss = loss + w_mom * tf.reduce_mean(tf.square(row_n))
+                        if w_band:
+                            loss = loss + w_band * tf.reduce_mean(tf.square(row_b))
             grads = tape.gradient(loss, net.trainable_variables)
             grads = backend.allreduce_gradients(grads)
             if clip:
@@ -146,8 +149,8 @@ class Trainer:
 
         meta = self.model.meta.get("electronic") or {}
         if LDOS.key not in self.model.fields or meta.get("fermi_level_eV") is None:
-            raise ConfigError("train.field_moment_weight and train.field_density_weight weight the Fermi-weighted "
-                              "moments of an LDOS: they need data.targets: [ldos] on gpaw-ldos datasets (whose "
+            raise ConfigError("train.field_moment_weight, field_band_weight and field_density_weight weight the "
+                              "Fermi-weighted moments of an LDOS: they need data.targets: [ldos] on gpaw-ldos datasets (whose "
                               "records carry fermi_level_eV); set them to 0 for other targets")
         grid, mu = EnergyGrid.from_dict(meta["energy_grid"]), float(meta["fermi_level_eV"])
         temp = float(meta["electronic_temperatures_K"][0])
