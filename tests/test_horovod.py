@@ -224,16 +224,18 @@ np.savez(os.path.join(out, f"weights_rank{os.environ.get('HOROVOD_RANK', '0')}.n
 """
 
 
-def _script_serial_vs_two_ranks(tmp_path: Path, source: str, keys: tuple[str, ...]) -> None:
-    """Run a training script serially and under horovodrun -np 2: the ranks' weights are identical and within
-    1e-4 of the serial ones, and the per-epoch ``keys`` of log.json agree to 1e-4."""
+def _script_serial_vs_two_ranks(tmp_path: Path, source: str, keys: tuple[str, ...],
+                                args: tuple[str, ...] = ()) -> None:
+    """Run a training script (arguments: backend, out folder, ``args``) serially and under horovodrun -np 2: the
+    ranks' weights are identical and within 1e-4 of the serial ones, and the per-epoch ``keys`` of log.json
+    agree to 1e-4."""
     script = tmp_path / "train_script.py"
     script.write_text(source)
     ser, par = tmp_path / "ser", tmp_path / "par"
-    rc, log, _ = _run([sys.executable, str(script), "serial", str(ser)], 240)
+    rc, log, _ = _run([sys.executable, str(script), "serial", str(ser), *args], 240)
     assert rc == 0, log[-3000:]
     rc, log, _ = _run([str(HOROVODRUN), "-np", "2", "-H", "localhost:2", "--gloo", "--start-timeout", "120",
-                       sys.executable, str(script), "horovod", str(par)], 240)
+                       sys.executable, str(script), "horovod", str(par), *args], 240)
     assert rc == 0, log[-3000:]
     w0, w1 = _weights(par / "weights_rank0.npz"), _weights(par / "weights_rank1.npz")
     ws = _weights(ser / "weights_rank0.npz")
@@ -329,3 +331,30 @@ def test_per_voxel_ldos_training_two_ranks_equal_serial(tmp_path):
     energy: 2 ranks hold identical weights, equal to the serial run's, with the same per-epoch losses and field
     errors."""
     _script_serial_vs_two_ranks(tmp_path, VOXEL_SCRIPT, ("loss", "val_loss", "val_field_ldos_rmse"))
+
+
+LDOS_MOMENT_SCRIPT = """
+import os, sys, numpy as np
+from ednn.train import train
+backend, out, data = sys.argv[1], sys.argv[2], sys.argv[3]
+cfg = {"out": out, "seed": 0, "data": {"train": [data], "targets": ["ldos"], "val_fraction": 0.34,
+                                       "test_fraction": 0.0},
+       "grid": {"species": ["Al"], "dim": 3, "spacing": 4.04 / 6, "sigma": 0.6, "cutoff": 3.0, "focus": 3},
+       "model": {"layers": 2, "kernel": 3, "filters": 6, "readout": [8], "upsample": 2, "vacuum_zero": False,
+                 "field_scale": "field"},
+       "train": {"epochs": 3, "batch_size": 2, "progress": False, "backend": backend, "lr_scaling": "none",
+                 "threads": 1, "deterministic": True, "field_integral_weight": 10.0, "field_moment_weight": 30.0,
+                 "field_band_weight": 7.0, "field_density_weight": 3.0, "clip_norm": 1.0}}
+m = train(cfg)
+np.savez(os.path.join(out, f"weights_rank{os.environ.get('HOROVOD_RANK', '0')}.npz"),
+         **{f"w{i}": w for i, w in enumerate(m.network.get_weights())})
+"""
+
+
+def test_ldos_moment_training_two_ranks_equal_serial(tmp_path, al_ldos_set):
+    """LDOS training on GPAW labels with every physics term of the loss (cumulative DOS, electron and band
+    moments, per-voxel density; gradient clipping) is data parallel too: one cell per rank per step, the ranks'
+    weights identical and equal to the serial run's."""
+    path, _ = al_ldos_set
+    _script_serial_vs_two_ranks(tmp_path, LDOS_MOMENT_SCRIPT, ("loss", "val_loss", "val_field_ldos_rmse"),
+                                args=(str(path),))

@@ -214,26 +214,6 @@ def test_ldos_model_bad_input():
 
 
 # --------------------------------------------------------------------------- end to end on real GPAW labels
-@pytest.fixture(scope="module")
-def al_ldos_set(tmp_path_factory):
-    """Three Al4 snapshots labelled by gpaw-ldos on a coarse setting (ecut 150 eV, 2x2x2 k, a 12^3 grid, a
-    0.1 eV energy grid): about 10 s."""
-    pytest.importorskip("gpaw", reason="GPAW is installed by `make dft` (part of `make test`)")
-    from ednn.atoms.bulk import aluminium_snapshots
-    from ednn.atoms.labellers.ldos import GpawLdosLabeller
-    from ednn.data import DatasetWriter, label_dataset
-    from ednn.electronic import EnergyGrid
-
-    d = tmp_path_factory.mktemp("ldos")
-    with DatasetWriter(d / "raw.h5") as w:
-        for at in aluminium_snapshots(3, size=1, temperature=600.0, seed=21):
-            w.append(at)
-    grid = EnergyGrid(start=-5.0, spacing=0.1, n=150)
-    lab = GpawLdosLabeller(temperature=600.0, energy_grid=grid, ecut=150.0, kpts=(2, 2, 2), grid_spacing=4.04 / 12)
-    label_dataset(d / "raw.h5", d / "al.h5", lab)
-    return d / "al.h5", grid
-
-
 def _ldos_config(data, out, epochs=4):
     return {"data": {"train": [str(data)], "targets": ["ldos"], "val_fraction": 0.34, "test_fraction": 0.0},
             "grid": {"species": ["Al"], "dim": 3, "spacing": 4.04 / 6, "sigma": 0.6, "cutoff": 3.0, "focus": 3},
