@@ -10,6 +10,11 @@ are the same structures as the first ones at 298 K::
     nohup nice python -m data_gen.ldos --out data/ldos > data/ldos.log 2>&1 &
     python -m data_gen.ldos --out data/ldos --jobs al4_298K_Te298 --n 2   # one job, fewer records
 
+The ``*_k40g`` jobs label on Gamma-centred k-meshes (the labeller's default), so that
+a cell and its supercells sample the same k-points; the older jobs keep the
+Monkhorst-Pack meshes they were made with (``kpt_gamma=false``), which for an even
+mesh size put the Fermi level tens of meV elsewhere (experiments/ldos_kmesh.py).
+
 ``sheets_defect_density`` labels 2D sheets with defects (graphene, h-BN; left
 unrelaxed) with the electron density only, on the 3D grid across 20 A of vacuum.
 After the jobs, ``ednn ldos check`` runs on every aluminium file and the
@@ -49,7 +54,16 @@ JOBS: dict[str, tuple[int, float, float, int, int, float | None, float]] = {
     "al4_298K_Te933_k40": (1, 298.0, 933.0, 6, 0, None, 40.0),
     "al4_298K_Te2000_k40": (1, 298.0, 2000.0, 6, 0, None, 40.0),
     "al32g_933K_Te298_k40": (2, 933.0, 298.0, 2, 11, AL_GRID_SPACING, 40.0),
+    # the Al4 sets again (the same snapshots) on Gamma-centred meshes: the 10^3 mesh the Al32 cells' 5^3
+    # unfolds to, so that the two sizes are labelled alike (the *_k40 Al4 sets' Monkhorst-Pack 10^3 leaves
+    # Gamma out and puts the Fermi level ~60 meV higher)
+    "al4_298K_Te298_k40g": (1, 298.0, 298.0, 24, 0, None, 40.0),
+    "al4_933K_Te298_k40g": (1, 933.0, 298.0, 24, 1, None, 40.0),
 }
+
+#: jobs on Gamma-centred k-meshes (the labeller's default); the others keep the Monkhorst-Pack meshes they
+#: were made with (identical for odd meshes, such as the Al32 sets' 5^3)
+GAMMA_JOBS = {name for name in JOBS if name.endswith("_k40g")}
 
 #: name -> (structure kind, atom-count range, records, seed): 2D sheets, electron density only on the 3D grid
 SHEET_JOBS: dict[str, tuple[str, str, int, int]] = {
@@ -85,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                    "--labeller-opt", f"kpt_density={kd}"]
             if h is not None:
                 cmd += ["--labeller-opt", f"grid_spacing={h!r}"]
+            if name not in GAMMA_JOBS:
+                cmd += ["--labeller-opt", "kpt_gamma=false"]
         cmd += ["-o", str(out / f"{name}.h5")] + (["--no-progress"] if args.no_progress else [])
         print(f"== {name}: ednn {' '.join(cmd)}", flush=True)
         rc = ednn_main(cmd)

@@ -68,7 +68,16 @@ VARIANTS = {"ednn": {"field_scale": "field"}, "ednn_channel": {"field_scale": "c
             # the per-voxel density term at 10 dominated the first epochs (loss 1.4 against 0.07) and kept the
             # gradient clipped: the field MSE ended 5x the ednn_b1_int_clip run's
             "ednn_mom_b": _variant(clip_norm=1.0, field_moment_weight=1000.0, field_density_weight=1.0),
-            "ednn_mom_c": _variant(clip_norm=1.0, field_moment_weight=1000.0, field_density_weight=3.0)}
+            "ednn_mom_c": _variant(clip_norm=1.0, field_moment_weight=1000.0, field_density_weight=3.0),
+            # the per-pixel readout as deep as the MLP baseline (two hidden layers of 128 instead of one of 64):
+            # every pixel maps its features to 8 sub-voxels x the energy grid, and the MLP's density MAPE is a
+            # third of the CNN's
+            "ednn_mom_r2": _variant({"readout": [128, 128]}, clip_norm=1.0, field_moment_weight=100.0,
+                                    field_density_weight=10.0),
+            # the electron moment 10x the band moment (train.field_band_weight): the moment runs' N(mu) was
+            # 0.25-0.5 % short on every 32-atom cell, which moves mu by 15-26 meV
+            "ednn_mom_e": _variant(clip_norm=1.0, field_moment_weight=1000.0, field_band_weight=100.0,
+                                   field_density_weight=10.0)}
 #: LDOS broadening of the training targets (eV): the labels' 25 meV re-broadened (``ednn ldos broaden``)
 WIDTH = 0.1
 

@@ -98,7 +98,8 @@ def test_labeller_matches_plain_gpaw_energy(al4):
     atoms, lab = al4
     at = atoms.copy()
     lab2 = GpawLdosLabeller(temperature=298.0, energy_grid=GRID, **COARSE)
-    at.calc = gpaw.GPAW(mode=PW(200.0), xc="PBE", kpts=(2, 2, 2), occupations=FermiDirac(8.617333262e-5 * 298.0),
+    at.calc = gpaw.GPAW(mode=PW(200.0), xc="PBE", kpts={"size": (2, 2, 2), "gamma": True},
+                        occupations=FermiDirac(8.617333262e-5 * 298.0),
                         symmetry={"point_group": False}, nbands=lab2.n_bands(at, 12.0),
                         convergence=lab2.convergence, txt=None)
     assert at.get_potential_energy() == pytest.approx(lab["energy"], abs=1e-4)
@@ -117,6 +118,30 @@ def test_kpoint_mesh_and_defaults():
     assert lab.mesh(al4) == (10, 10, 10) and lab.mesh(al4.repeat(2)) == (5, 5, 5)
 
 
+def test_labels_of_a_supercell_are_the_cell_labels_tiled():
+    """With Gamma-centred meshes (the default) the 2x2x2 supercell of a snapshot samples the k-points its cell
+    does (1^3 against 2^3 here, 5^3 against 10^3 in the production sets): the same Fermi level and energy per
+    atom, and the density and LDOS of the cell tiled, to the SCF tolerance. A Monkhorst-Pack 2^3 mesh (Gamma
+    left out) moves the cell's Fermi level away from its supercell's, which a model trained on both sizes
+    cannot learn."""
+    cell = next(aluminium_snapshots(1, size=1, temperature=933.0, seed=3))
+    opts = {"temperature": 298.0, "energy_grid": GRID, "ecut": 150.0, "kpt_density": 8.0, "grid_spacing": 4.04 / 12}
+    lab = GpawLdosLabeller(**opts)
+    sup = cell.repeat(2)
+    assert lab.mesh(cell) == (2, 2, 2) and lab.mesh(sup) == (1, 1, 1)
+    r1, r8 = lab.label(cell), lab.label(sup)
+    assert r8["info"]["kpts_gamma_centred"] and r8["info"]["grid_shape"] == [24, 24, 24]
+    assert r8["info"]["fermi_level_eV"] == pytest.approx(r1["info"]["fermi_level_eV"], abs=2e-4)
+    assert r8["energy"] / 32 == pytest.approx(r1["energy"] / 4, abs=2e-4)
+    for key in ("density", "ldos"):
+        tiled = np.tile(r1["targets"][key], (2, 2, 2) + (1,) * (r1["targets"][key].ndim - 3))
+        assert np.max(np.abs(r8["targets"][key] - tiled)) <= 1e-3 * np.max(np.abs(tiled)), key
+    mp = GpawLdosLabeller(**opts, kpt_gamma=False).label(cell)
+    assert "kpt_gamma" not in GpawLdosLabeller(**opts, kpt_gamma=False).settings  # older files stay resumable
+    assert not mp["info"]["kpts_gamma_centred"]
+    assert abs(mp["info"]["fermi_level_eV"] - r8["info"]["fermi_level_eV"]) > 0.02
+
+
 # ----------------------------------------------------------------------------- bad input
 def test_bad_labeller_settings():
     for t in (0.0, -5.0, float("nan")):
@@ -126,6 +151,8 @@ def test_bad_labeller_settings():
         GpawLdosLabeller(kpt_density=-1)
     with pytest.raises(InputError, match="broadening"):
         GpawLdosLabeller(broadening=0.0)
+    with pytest.raises(InputError, match="kpt_gamma must be true or false"):
+        GpawLdosLabeller(kpt_gamma="yes")
 
 
 def test_structure_gpaw_cannot_treat():

@@ -98,6 +98,12 @@ class GpawLdosLabeller(Labeller):
         the first datasets) is 23 meV/atom off, and 5x5x5 costs ~3x the SCF time of 3x3x3.
     kpts : (int, int, int), optional
         An explicit mesh instead of ``kpt_density``.
+    kpt_gamma : bool
+        Gamma-centred meshes (default). Then the mesh of a 2x2x2 supercell (5^3 for Al32) unfolds onto
+        the cell's (10^3 for Al4): both sizes sample the same k-points and give the same labels for the
+        same structure, which a model trained on both needs. Monkhorst-Pack meshes (False, the first
+        datasets) leave Gamma out of even meshes only, so an Al4 snapshot at 10^3 MP has its Fermi level
+        63 meV above the same snapshot at the 10^3 mesh its supercell samples (7.214 against 7.151 eV).
     xc : str
         Exchange-correlation functional.
     extra_bands : int
@@ -125,6 +131,7 @@ class GpawLdosLabeller(Labeller):
         ecut: float = 300.0,
         kpt_density: float = 40.0,
         kpts: tuple[int, int, int] | None = None,
+        kpt_gamma: bool = True,
         grid_spacing: float | None = None,
         xc: str = "PBE",
         extra_bands: int = 8,
@@ -150,6 +157,8 @@ class GpawLdosLabeller(Labeller):
             if len(kpts) != 3 or min(kpts) < 1:
                 raise InputError(f"kpts must be three positive integers, got {kpts!r}")
         kpoint_mesh(Atoms("H", cell=[1, 1, 1], pbc=True), kpt_density)  # validates kpt_density
+        if not isinstance(kpt_gamma, (bool, np.bool_)):
+            raise InputError(f"kpt_gamma must be true or false, got {kpt_gamma!r}")
         if grid_spacing is not None:
             grid_spacing = float(grid_spacing)
             # GPAW's own PW rule (gpaw.utilities.gpts): h <= pi / sqrt(4 ecut) bohr, ecut in hartree
@@ -175,6 +184,7 @@ class GpawLdosLabeller(Labeller):
             "extra_bands": int(extra_bands), "band_factor": float(band_factor),
             "density_only": self.density_only, "convergence": self.convergence,
             **({} if grid_spacing is None else {"grid_spacing": grid_spacing}),  # absent: GPAW's grid (older files)
+            **({"kpt_gamma": True} if kpt_gamma else {}),  # absent: Monkhorst-Pack (older files)
         })
 
     # ------------------------------------------------------------------
@@ -224,6 +234,12 @@ class GpawLdosLabeller(Labeller):
             return tuple(self.settings["kpts"])  # type: ignore[return-value]
         return kpoint_mesh(atoms, self.settings["kpt_density"])
 
+    def gpaw_kpts(self, atoms: Atoms) -> tuple[int, int, int] | dict[str, Any]:
+        """GPAW's ``kpts``: the mesh, Gamma-centred with ``kpt_gamma`` (ASE's ``gamma=True``); otherwise the
+        plain size, a Monkhorst-Pack mesh (ASE's ``gamma=False`` would shift odd meshes off Gamma too)."""
+        mesh = self.mesh(atoms)
+        return {"size": mesh, "gamma": True} if self.settings.get("kpt_gamma") else mesh
+
     def gpts(self, atoms: Atoms) -> tuple[int, int, int] | None:
         """Real-space grid points along the cell vectors (None: GPAW's choice from ``ecut``)."""
         h = self.settings.get("grid_spacing")
@@ -241,7 +257,8 @@ class GpawLdosLabeller(Labeller):
         at.pbc = True  # plane waves: a non-periodic direction has vacuum (checked) and one k-point (mesh)
         valence = _valence_electrons(at, self.settings["xc"])
         calc = gpaw.GPAW(
-            mode=PW(self.settings["ecut"]), xc=self.settings["xc"], kpts=self.mesh(atoms),
+            mode=PW(self.settings["ecut"]), xc=self.settings["xc"],
+            kpts=self.gpaw_kpts(atoms),
             occupations=FermiDirac(KB * self.temperature), symmetry={"point_group": False},
             nbands=self.n_bands(at, valence), convergence=self.convergence, txt=self.txt,
             **({} if self.gpts(atoms) is None else {"gpts": self.gpts(atoms)}),
@@ -304,6 +321,7 @@ class GpawLdosLabeller(Labeller):
             "eigenvalues_eV": states["eigenvalues"].tolist(),
             "kpoint_weights": states["weights"].tolist(),
             "kpts": list(self.mesh(atoms)),
+            "kpts_gamma_centred": bool(self.settings.get("kpt_gamma", False)),
             "grid_shape": [int(n) for n in ng],
             "voxel_volume_A3": float(dv),
             "energy_grid": self.grid.to_dict(),
