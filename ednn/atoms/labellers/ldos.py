@@ -103,7 +103,8 @@ class GpawLdosLabeller(Labeller):
         the cell's (10^3 for Al4): both sizes sample the same k-points and give the same labels for the
         same structure, which a model trained on both needs. Monkhorst-Pack meshes (False, the first
         datasets) leave Gamma out of even meshes only, so an Al4 snapshot at 10^3 MP has its Fermi level
-        63 meV above the same snapshot at the 10^3 mesh its supercell samples (7.214 against 7.151 eV).
+        63 meV above the same snapshot at the 10^3 mesh its supercell samples (7.214 against 7.151 eV;
+        Gamma-centred 14^3 and 16^3 give 7.138 and 7.153: ``experiments/ldos_kmesh.py``).
     xc : str
         Exchange-correlation functional.
     extra_bands : int
