@@ -258,8 +258,7 @@ class GpawLdosLabeller(Labeller):
         at.pbc = True  # plane waves: a non-periodic direction has vacuum (checked) and one k-point (mesh)
         valence = _valence_electrons(at, self.settings["xc"])
         calc = gpaw.GPAW(
-            mode=PW(self.settings["ecut"]), xc=self.settings["xc"],
-            kpts=self.gpaw_kpts(atoms),
+            mode=PW(self.settings["ecut"]), xc=self.settings["xc"], kpts=self.gpaw_kpts(atoms),
             occupations=FermiDirac(KB * self.temperature), symmetry={"point_group": False},
             nbands=self.n_bands(at, valence), convergence=self.convergence, txt=self.txt,
             **({} if self.gpts(atoms) is None else {"gpts": self.gpts(atoms)}),
