@@ -219,6 +219,26 @@ def test_lcao_sheet_density_matches_plane_waves():
     assert "ecut" not in labs["lcao"].settings and labs["pw"].settings["ecut"] == 300.0
 
 
+def test_sheet_jobs_build_lcao_density_labellers_and_their_structures():
+    """data_gen.ldos's sheet jobs: the options give a density-only LCAO labeller on a 0.2 A grid, and each job's
+    first structure is a defect sheet in its atom range (the x4 job's cells 4x the training cells')."""
+    from data_gen.ldos import SHEET_JOBS, SHEET_OPTS
+
+    from ednn.atoms.generate import generate
+    from ednn.cli.gen import _kv
+
+    lab = get_labeller("gpaw-ldos", **_kv(list(SHEET_OPTS), "--labeller-opt"))
+    assert lab.settings["mode"] == "lcao" and lab.density_only and lab.settings["grid_spacing"] == 0.2
+    sizes = {}
+    for name, (kind, size_range, n, seed) in SHEET_JOBS.items():
+        lo, hi = (int(v) for v in size_range.split(","))
+        at = next(generate(kind, 1, seed, n_atoms=(lo, hi), relax_defects=False))
+        lab.check(at)
+        assert lo - 12 <= len(at) <= hi and not at.pbc[2] and n >= 1
+        sizes[name] = (lo, hi)
+    assert sizes["sheets_defect_density_x4"] == tuple(4 * v for v in sizes["sheets_defect_density"])
+
+
 @pytest.mark.parametrize("opts, match", [
     ({"mode": "fd"}, "mode must be 'pw'"),
     ({"basis": "szp"}, "is an LCAO basis"),

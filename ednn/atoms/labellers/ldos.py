@@ -110,9 +110,9 @@ class GpawLdosLabeller(Labeller):
     mode : {"pw", "lcao"}
         GPAW's basis: plane waves (default; ``ecut`` sets their cutoff) or localized atomic orbitals
         (``basis``, GPAW's ``dzp`` by default; ``ecut`` unused, the real-space grid is ``grid_spacing``
-        or GPAW's 0.2 A). LCAO costs ~1/10 of the plane-wave time for sheets in 20 A of vacuum (124 s
-        against ~1,600 s for ~20 atoms), and its density differs from the plane-wave one by a few per
-        cent (``tests/test_ldos_data.py``); the labels of one dataset must all come from one mode.
+        or GPAW's 0.2 A). For sheets in 20 A of vacuum LCAO took 289 s for a 28-atom defect cell where
+        plane waves took 948 s (both beside other jobs), and its density differs from the plane-wave one
+        by ~5 % (``tests/test_ldos_data.py``); the labels of one dataset must all come from one mode.
     basis : str
         GPAW's LCAO basis name (``mode="lcao"`` only).
     extra_bands : int
