@@ -193,7 +193,8 @@ class GpawLdosLabeller(Labeller):
         self.txt = txt
         self.convergence = dict(convergence or {"density": 1e-6, "eigenstates": 1e-8, "bands": -4})
         super().__init__({
-            "engine": "gpaw", "mode": mode, **({"ecut": float(ecut)} if mode == "pw" else {"basis": basis}), "xc": xc, "kpt_density": float(kpt_density),
+            "engine": "gpaw", "mode": mode, **({"ecut": float(ecut)} if mode == "pw" else {"basis": basis}),
+            "xc": xc, "kpt_density": float(kpt_density),
             "kpts": None if kpts is None else list(kpts), "electronic_temperature_K": self.temperature,
             "occupations": "fermi-dirac", "symmetry": "point group off, time reversal on",
             "energy_grid": grid.to_dict(), "broadening_eV": width,
