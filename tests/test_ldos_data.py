@@ -223,7 +223,6 @@ def test_sheet_jobs_build_lcao_density_labellers_and_their_structures():
     """data_gen.ldos's sheet jobs: the options give a density-only LCAO labeller on a 0.2 A grid, and each job's
     first structure is a defect sheet in its atom range (the x4 job's cells 4x the training cells')."""
     from data_gen.ldos import SHEET_JOBS, SHEET_OPTS
-
     from ednn.atoms.generate import generate
     from ednn.cli.gen import _kv
 
