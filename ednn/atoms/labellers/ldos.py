@@ -283,15 +283,14 @@ class GpawLdosLabeller(Labeller):
         at = atoms.copy()
         at.pbc = True  # a periodic grid in both modes: a non-periodic direction has vacuum (checked), one k-point
         valence = _valence_electrons(at, self.settings["xc"])
-        if self.settings["mode"] == "pw":
-            basis: dict[str, Any] = {"mode": PW(self.settings["ecut"])}
-        else:
-            basis = {"mode": "lcao", "basis": self.settings["basis"], **({} if self.gpts(atoms) else {"h": 0.2})}
+        pw = self.settings["mode"] == "pw"
+        gpts = self.gpts(atoms)
         calc = gpaw.GPAW(
-            **basis, xc=self.settings["xc"], kpts=self.gpaw_kpts(atoms),
+            **({"mode": PW(self.settings["ecut"])} if pw else {"mode": "lcao", "basis": self.settings["basis"]}),
+            **({"gpts": gpts} if gpts is not None else {} if pw else {"h": 0.2}),
+            xc=self.settings["xc"], kpts=self.gpaw_kpts(atoms),
             occupations=FermiDirac(KB * self.temperature), symmetry={"point_group": False},
             nbands=self.n_bands(at, valence), convergence=self.convergence, txt=self.txt,
-            **({} if self.gpts(atoms) is None else {"gpts": self.gpts(atoms)}),
         )
         at.calc = calc
         try:
