@@ -19,7 +19,9 @@ mesh size put the Fermi level tens of meV elsewhere (experiments/ldos_kmesh.py).
 unrelaxed) with the electron density only, on the 3D grid (0.2 A) across 20 A of
 vacuum, in GPAW's LCAO mode (dzp): the first 28-atom cell took 289 s at a 0.2 A grid
 against 948 s in plane waves at 0.25 A (both beside other jobs); an h-BN sheet's LCAO
-density is within 5 % (MAPE) of the plane-wave one (tests/test_ldos_data.py). ``_x4`` holds cells
+density is within 5 % (MAPE) of the plane-wave one (tests/test_ldos_data.py). The grid has an even
+number of points along each cell vector (``grid_multiple=2``: ``2 round(L / 0.4 A)``), the grid an
+image of 0.4 A pixels refines 2x (``model.upsample: 2``). ``_x4`` holds cells
 4x larger (128-192 atoms) for size transfer.
 After the jobs, ``ednn ldos check`` runs on every aluminium file and the
 reports go to ``OUT/checks_<jobs>.json``.
@@ -76,7 +78,7 @@ SHEET_JOBS: dict[str, tuple[str, str, int, int]] = {
     "sheets_defect_density_x4": ("defect", "128,192", 4, 1),
 }
 #: labeller options of every sheet job (one k-point per 24 A, the 2D datasets' density)
-SHEET_OPTS = ("density_only=true", "kpt_density=24.0", "mode=lcao", "grid_spacing=0.2")
+SHEET_OPTS = ("density_only=true", "kpt_density=24.0", "mode=lcao", "grid_spacing=0.2", "grid_multiple=2")
 
 
 def main(argv: list[str] | None = None) -> int:

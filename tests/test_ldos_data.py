@@ -25,6 +25,7 @@ from ednn.data import Dataset, DatasetWriter
 from ednn.data.ldos import check_electronic_targets, validate_ldos_dataset, validate_record
 from ednn.electronic import EnergyGrid, broadened_dos, dos_from_ldos
 from ednn.errors import InputError
+from ednn.image.grid import GridSpec
 
 gpaw = pytest.importorskip("gpaw", reason="GPAW is installed by `make dft` (part of `make test`)")
 
@@ -235,6 +236,13 @@ def test_sheet_jobs_build_lcao_density_labellers_and_their_structures():
         lab.check(at)
         assert lo - 12 <= len(at) <= hi and not at.pbc[2] and n >= 1
         sizes[name] = (lo, hi)
+        # the label grid is exactly what an image of 0.4 A pixels refines 2x (model.upsample: 2): every
+        # dimension even, the spacing within 5 % of 0.2 A
+        gpts = np.array(lab.gpts(at))
+        h = at.cell.lengths() / gpts
+        assert np.all(gpts % 2 == 0) and np.all(np.abs(h / 0.2 - 1) < 0.05), (gpts, h)
+        img = GridSpec(species=(5, 6, 7), spacing=0.4, sigma=0.5, dim=3).pixels_along(at.cell.lengths())
+        assert tuple(2 * np.asarray(img)) == tuple(gpts), (img, gpts)
     assert sizes["sheets_defect_density_x4"] == tuple(4 * v for v in sizes["sheets_defect_density"])
 
 
@@ -242,6 +250,8 @@ def test_sheet_jobs_build_lcao_density_labellers_and_their_structures():
     ({"mode": "fd"}, "mode must be 'pw'"),
     ({"basis": "szp"}, "is an LCAO basis"),
     ({"mode": "lcao", "grid_spacing": 0.5}, "no coarser than 0.3000 .LCAO."),
+    ({"grid_multiple": 0}, "grid_multiple must be a positive integer"),
+    ({"grid_multiple": 2}, "give grid_spacing too"),
 ])
 def test_labeller_mode_bad_input(opts, match):
     with pytest.raises(InputError, match=match):

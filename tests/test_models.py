@@ -239,8 +239,8 @@ def test_bad_input():
         m.predict_energy(bulk)  # a 3D crystal given to a 2D model
     g3 = GridSpec(species=(6,), spacing=0.5, sigma=0.4, dim=3, focus=4, context=2)
     m3 = EnergyModel.create(SMALL, g3, seed=0)
-    with pytest.raises(InputError, match="2D grid|dim=2|periodic in all three"):
-        m3.predict_energy(_sheet(make_graphene()))  # a sheet given to a 3D model
+    with pytest.raises(InputError, match="only 3.00 A of vacuum"):
+        m3.predict_energy(_sheet(make_graphene(), vac=3.0))  # a sheet without a box of vacuum, to a 3D model
     with pytest.raises(ConfigError, match="filtres"):
         normalize_model_config({"filtres": 8})
     with pytest.raises(ConfigError, match="model.kernel"):

@@ -254,6 +254,21 @@ def test_2d_without_vacuum():
 def test_3d_needs_pbc_and_sheet_out_of_plane():
     g = make_graphene()
     _raises(InputError, "periodic in all three", lambda: rasterize(g, spec2d(dim=3)))
+    # a sheet in a box with vacuum (a DFT slab cell): its 3D image is the periodic box's, exactly
+    box = g.copy()
+    box.cell[2] = [0, 0, 12.0]
+    box.positions[:, 2] = 6.0
+    periodic = box.copy()
+    periodic.pbc = True
+    img = rasterize(box, spec2d(dim=3))
+    assert img.shape[2] == round(12.0 / spec2d().spacing) and img.max() > 0
+    assert np.array_equal(img, rasterize(periodic, spec2d(dim=3)))
+    thin = box.copy()
+    thin.cell[2] = [0, 0, 4.0]
+    _raises(InputError, "only 4.00 A of vacuum", lambda: rasterize(thin, spec2d(dim=3)))
+    wire = periodic.copy()
+    wire.pbc = (True, False, True)
+    _raises(InputError, "periodic in all three", lambda: rasterize(wire, spec2d(dim=3)))
     tilted = make_graphene()
     tilted.set_cell([[2.46, 0, 0.5], [-1.23, 2.13, 0], [0, 0, 0]])
     _raises(InputError, "not in the xy plane", lambda: rasterize(tilted, spec2d()))

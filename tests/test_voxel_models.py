@@ -304,7 +304,7 @@ def test_broaden_dataset_keeps_the_data_checks(al_ldos_set, tmp_path):
     assert all(r["dos_rel"] < 2e-4 for r in rep["records"]), [r["dos_rel"] for r in rep["records"]]
 
 
-def test_2d_field_model_refuses_a_bulk_cell_and_3d_refuses_a_sheet():
+def test_2d_field_model_refuses_a_bulk_cell_and_3d_a_sheet_without_vacuum():
     from ednn.atoms import structures as st
 
     g2 = GridSpec(species=(13,), spacing=0.5, sigma=0.5, focus=4, context=2)
@@ -314,8 +314,17 @@ def test_2d_field_model_refuses_a_bulk_cell_and_3d_refuses_a_sheet():
     m3 = _model(channels=1, field="density")
     sheet = st.graphene(2, 2)
     sheet.numbers[:] = 13
-    with pytest.raises(InputError, match="3D grid needs a cell periodic in all three.*dim=2"):
-        m3.predict_field(sheet)
+    thin = sheet.copy()
+    thin.cell[2] = [0, 0, 4.0]
+    thin.positions[:, 2] = 2.0
+    with pytest.raises(InputError, match="3D grid needs a cell periodic in all three.*only 4.00 A of vacuum.*dim=2"):
+        m3.predict_field(thin)
+    # in its 20 A box the sheet is a slab cell: its field is the periodic box's (GPAW's sheet labels are)
+    box = sheet.copy()
+    box.pbc = True
+    field = m3.predict_field(sheet)
+    assert field.shape[2] == 2 * 45 and field.max() > 0
+    np.testing.assert_array_equal(field, m3.predict_field(box))
 
 
 def test_ednn_predict_ldos_model_cli(al_ldos_set, tmp_path):

@@ -144,6 +144,13 @@ def _structure_arrays(atoms: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     )
 
 
+def _height(cell: np.ndarray, axis: int) -> float:
+    """The cell's thickness along cell vector ``axis``: its distance between the two faces that vector spans."""
+    a, b = (cell[i] for i in range(3) if i != axis)
+    n = np.cross(a, b)
+    return float(abs(np.dot(cell[axis], n)) / max(np.linalg.norm(n), 1e-300))
+
+
 def _check_lattice(cell: np.ndarray, pbc: np.ndarray, z_extent: float, spec: GridSpec) -> np.ndarray:
     if not np.all(np.isfinite(cell)):
         raise InputError("cell contains NaN or inf; give a finite cell in Angstrom")
@@ -173,8 +180,7 @@ def _check_lattice(cell: np.ndarray, pbc: np.ndarray, z_extent: float, spec: Gri
                     "cell vector 3 is zero but pbc[2] is True: 2D systems need vacuum along z; "
                     "set atoms.pbc = (True, True, False) or add vacuum with atoms.center(vacuum=10, axis=2)"
                 )
-            height = abs(np.dot(cell[2], np.cross(cell[0], cell[1]))) / np.linalg.norm(np.cross(cell[0], cell[1]))
-            vacuum = height - z_extent
+            vacuum = _height(cell, 2) - z_extent
             if vacuum < spec.min_vacuum:
                 raise InputError(
                     f"2D system without vacuum: only {vacuum:.2f} A between periodic images along z "
@@ -183,10 +189,20 @@ def _check_lattice(cell: np.ndarray, pbc: np.ndarray, z_extent: float, spec: Gri
                 )
         return lat
     if not np.all(pbc):
-        raise InputError(
-            f"a 3D grid needs a cell periodic in all three directions, but pbc={tuple(bool(p) for p in pbc)}; "
-            "for a 2D material use a 2D grid (dim=2)"
-        )
+        # a sheet (periodic in-plane, vacuum along z) in its box: the 3D grid fills the box, periodic along z as
+        # in a DFT slab calculation, which is exact once the vacuum separates the periodic images
+        in_plane = max(abs(cell[0, 2]), abs(cell[1, 2])) <= 1e-6 * max(lengths[0], lengths[1])
+        slab = bool(pbc[0] and pbc[1] and not pbc[2]) and lengths[2] > 1e-8 and in_plane
+        vacuum = _height(cell, 2) - z_extent if slab else 0.0
+        if not slab or vacuum < spec.min_vacuum:
+            raise InputError(
+                f"a 3D grid needs a cell periodic in all three directions, or a sheet (pbc=(True, True, False)) "
+                f"in a box with >= {spec.min_vacuum} A of vacuum along z (grid.min_vacuum), but "
+                f"pbc={tuple(bool(p) for p in pbc)}"
+                + (f" and only {vacuum:.2f} A of vacuum" if slab else "")
+                + "; for a 2D material's energy use a 2D grid (dim=2), for its per-voxel fields give the box "
+                "with vacuum (atoms.center(vacuum=10, axis=2))"
+            )
     for i in range(3):
         if lengths[i] < 1e-8:
             raise InputError(

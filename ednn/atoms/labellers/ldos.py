@@ -91,6 +91,12 @@ class GpawLdosLabeller(Labeller):
         for size transfer need it: GPAW picks 18 points for a 4.04 A cube but 35 (not 36) for the
         8.08 A one, so the two grids would differ in spacing. It must not be coarser than ``ecut``
         needs (checked).
+    grid_multiple : int
+        With ``grid_spacing``: every grid dimension a multiple of this number,
+        ``m * round(L / (m h))`` points (default 1). A model whose image is ``m`` times
+        coarser than the labels (``model.upsample: m``, ``grid.spacing: m h``) then sees
+        exactly the labels' grid: with 1, a 14.96 A cell at 0.2 A gets 75 points, which
+        no image of 0.4 A pixels refines to (37 x 2 = 74).
     kpt_density : float
         k-points times cell length (Angstrom) along each periodic direction. The default 40
         (10x10x10 for the 4-atom cube, 5x5x5 for the 32-atom one) puts the band energy of an Al32
@@ -142,6 +148,7 @@ class GpawLdosLabeller(Labeller):
         kpts: tuple[int, int, int] | None = None,
         kpt_gamma: bool = True,
         grid_spacing: float | None = None,
+        grid_multiple: int = 1,
         xc: str = "PBE",
         mode: str = "pw",
         basis: str = "dzp",
@@ -184,6 +191,10 @@ class GpawLdosLabeller(Labeller):
                 raise InputError(f"grid_spacing must be a positive spacing in Angstrom no coarser than {h_max:.4f} "
                                  + (f"(what ecut={ecut} eV resolves)" if mode == "pw" else "(LCAO)")
                                  + f", got {grid_spacing!r}")
+        if isinstance(grid_multiple, bool) or not isinstance(grid_multiple, (int, np.integer)) or grid_multiple < 1:
+            raise InputError(f"grid_multiple must be a positive integer, got {grid_multiple!r}")
+        if grid_multiple > 1 and grid_spacing is None:
+            raise InputError(f"grid_multiple={grid_multiple} rounds the grid of grid_spacing; give grid_spacing too")
         if extra_bands < 0 or band_factor < 1:
             raise InputError("extra_bands must be >= 0 and band_factor >= 1")
         self.grid = grid
@@ -203,6 +214,7 @@ class GpawLdosLabeller(Labeller):
             "extra_bands": int(extra_bands), "band_factor": float(band_factor),
             "density_only": self.density_only, "convergence": self.convergence,
             **({} if grid_spacing is None else {"grid_spacing": grid_spacing}),  # absent: GPAW's grid (older files)
+            **({"grid_multiple": int(grid_multiple)} if grid_multiple > 1 else {}),  # absent: 1 (older files)
             **({"kpt_gamma": True} if kpt_gamma else {}),  # absent: Monkhorst-Pack (older files)
         })
 
@@ -272,7 +284,8 @@ class GpawLdosLabeller(Labeller):
         h = self.settings.get("grid_spacing")
         if h is None:
             return None
-        return tuple(max(1, int(round(L / h))) for L in atoms.cell.lengths())  # type: ignore[return-value]
+        m = int(self.settings.get("grid_multiple", 1))
+        return tuple(m * max(1, int(round(L / (m * h)))) for L in atoms.cell.lengths())  # type: ignore[return-value]
 
     def run(self, atoms: Atoms) -> Any:
         """The converged GPAW calculator of ``atoms`` (a copy; ``atoms`` is untouched)."""
