@@ -385,3 +385,24 @@ def test_rebroaden_composes_gaussian_widths():
         rebroaden(d1, grid, s2, s1)
     with pytest.raises(InputError, match="spacing"):
         rebroaden(d1, grid, s1, 0.041)
+
+
+def test_density_errors_count_only_voxels_above_the_threshold():
+    """MAPE over the voxels above 1 % of the label's maximum: exact on a hand-made field; the vacuum voxels
+    (label 1e-4 of the maximum, prediction 10x off) do not enter it, but do enter the electron count."""
+    from ednn.predict.electronic import density_errors
+
+    label = np.full((2, 2, 2), 1e-4)
+    label[0, 0, 0], label[1, 1, 1] = 1.0, 0.5
+    pred = label * 10
+    pred[0, 0, 0], pred[1, 1, 1] = 1.1, 0.4  # +10 % and -20 %
+    e = density_errors(pred, label, voxel_volume=0.5)
+    assert e["voxels_counted"] == 2 and e["density_mape_pct"] == pytest.approx(15.0)
+    n_true, n_pred = 0.5 * label.sum(), 0.5 * pred.sum()
+    assert e["electrons_pct"] == pytest.approx(100 * (n_pred - n_true) / n_true)
+    assert e["rmse"] == pytest.approx(np.sqrt(np.mean((pred - label) ** 2)))
+    assert density_errors(pred, label, 0.5, threshold=0.0)["voxels_counted"] == 8
+    with pytest.raises(InputError, match="same grid"):
+        density_errors(pred[:1], label, 0.5)
+    with pytest.raises(InputError, match="positive maximum"):
+        density_errors(pred, -label, 0.5)

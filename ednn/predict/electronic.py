@@ -27,7 +27,7 @@ from ..errors import InputError, ModelError
 from ..properties import LDOS
 
 __all__ = ["energy_grid", "n_electrons_of", "predict_ldos", "predict_density", "electronic_structure", "ldos_errors",
-           "free_energy_change", "free_energy"]
+           "density_errors", "free_energy_change", "free_energy"]
 
 #: The "zero" electronic temperature (K) of the reference E_band(0): k_B T = 0.9 micro-eV, far below any energy
 #: grid spacing; the piecewise-linear weights make E_band(T) - E_band(0) ~ T^2 exact to ~1e-8 eV here.
@@ -204,6 +204,34 @@ def ldos_errors(model, atoms: Any, label: np.ndarray, temperature: float, ldos: 
         "ldos_rmse": float(np.sqrt(np.mean((p - label) ** 2))),
         "negative_fraction": q["negative_fraction"],
         "dos_true": t["dos"], "dos_pred": q["dos"], "fermi_level_true": t["fermi_level"],
+    }
+
+
+def density_errors(pred: np.ndarray, label: np.ndarray, voxel_volume: float, n_electrons: float | None = None,
+                   threshold: float = 0.01) -> dict[str, float]:
+    """A predicted electron density against its label on the same grid (both 1/A^3).
+
+    ``density_mape_pct``: the mean absolute percentage error over the voxels where the label exceeds
+    ``threshold`` times its maximum (a sheet's box is mostly vacuum, where a percentage means nothing);
+    ``voxels_counted``: how many those are; ``electrons_pct``: the predicted density's electrons against
+    ``n_electrons`` (default: the label's); ``rmse``: over all voxels (1/A^3).
+    """
+    p = np.asarray(pred, dtype=np.float64)
+    t = np.asarray(label, dtype=np.float64)
+    if p.shape != t.shape:
+        raise InputError(f"predicted density of shape {p.shape} against a label of shape {t.shape}: give both on "
+                         "the same grid")
+    if not (0 <= threshold < 1):
+        raise InputError(f"threshold is a fraction of the label's maximum in [0, 1), got {threshold!r}")
+    if not np.all(np.isfinite(t)) or t.max() <= 0:
+        raise InputError("the density label must be finite with a positive maximum")
+    mask = t > threshold * t.max()
+    n_e = float(t.sum() * voxel_volume) if n_electrons is None else float(n_electrons)
+    return {
+        "density_mape_pct": float(100 * np.mean(np.abs(p[mask] - t[mask]) / t[mask])),
+        "voxels_counted": int(mask.sum()),
+        "electrons_pct": float(100 * (p.sum() * voxel_volume - n_e) / n_e),
+        "rmse": float(np.sqrt(np.mean((p - t) ** 2))),
     }
 
 
