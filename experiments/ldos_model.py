@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--variants", nargs="*", default=["ednn"], help=f"ednn variants (of {list(VARIANTS)})")
     ap.add_argument("--no-mlp", action="store_true", help="skip the MLP baseline")
+    ap.add_argument("--mlp-minutes", type=float, default=None, help="the MLP's budget (default: --minutes)")
     ap.add_argument("--results", default="ldos_model", help="name of the JSON/PNG in experiments/results")
     ap.add_argument("--no-early-stop", action="store_true",
                     help="train for the whole budget and keep the last weights (a validation split of 2 records "
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     mlp, mlp_epochs = None, 0
     if not args.no_mlp:
         t0 = time.time()
-        mlp, mlp_epochs = train_mlp(feats, ys, args.minutes)
+        mlp, mlp_epochs = train_mlp(feats, ys, args.minutes if args.mlp_minutes is None else args.mlp_minutes)
         t_train["mlp"] = time.time() - t0
 
     keys = ("band_energy_meV_per_atom", "fermi_level_meV", "entropy_term_meV_per_atom", "density_mape_pct",

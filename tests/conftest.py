@@ -61,8 +61,8 @@ def fd_force(model, atoms, i: int, axis: int, h: float = 1e-3) -> float:
 
 @pytest.fixture(scope="session")
 def al_ldos_set(tmp_path_factory):
-    """Three Al4 snapshots labelled by gpaw-ldos on a coarse setting (ecut 150 eV, 2x2x2 k, a 12^3 grid, a
-    0.1 eV energy grid): about 10 s."""
+    """Three Al4 snapshots labelled by gpaw-ldos on a coarse setting (ecut 150 eV, Gamma only, a 12^3 grid, a
+    0.1 eV energy grid): a few seconds."""
     pytest.importorskip("gpaw", reason="GPAW is installed by `make dft` (part of `make test`)")
     from ednn.atoms.bulk import aluminium_snapshots
     from ednn.atoms.labellers.ldos import GpawLdosLabeller
@@ -74,6 +74,6 @@ def al_ldos_set(tmp_path_factory):
         for at in aluminium_snapshots(3, size=1, temperature=600.0, seed=21):
             w.append(at)
     grid = EnergyGrid(start=-5.0, spacing=0.1, n=150)
-    lab = GpawLdosLabeller(temperature=600.0, energy_grid=grid, ecut=150.0, kpts=(2, 2, 2), grid_spacing=4.04 / 12)
+    lab = GpawLdosLabeller(temperature=600.0, energy_grid=grid, ecut=150.0, kpts=(1, 1, 1), grid_spacing=4.04 / 12)
     label_dataset(d / "raw.h5", d / "al.h5", lab)
     return d / "al.h5", grid

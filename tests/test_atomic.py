@@ -321,6 +321,8 @@ def test_streamed_strips_give_the_whole_structure_energy_and_forces(fitted, monk
         assert e2 == pytest.approx(e, abs=1e-8)
 
 
+# slow (~20 s: three trainings through the CLI; ensembles are in tests/test_ensemble.py)
+@pytest.mark.slow
 def test_cli_ensemble_spreads_cutoffs_and_flags_a_second_layer(tmp_path):
     """`ednn train --ensemble 3` on single sheets: members at cutoffs 4.0 / 4.5 / 5.0 A on bootstrap resamples;
     a bilayer (layers 3.1-3.9 A apart, inside every member's cutoff but never in the data) has a spread far

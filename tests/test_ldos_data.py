@@ -119,6 +119,8 @@ def test_kpoint_mesh_and_defaults():
     assert lab.mesh(al4) == (10, 10, 10) and lab.mesh(al4.repeat(2)) == (5, 5, 5)
 
 
+# slow (~75 s of GPAW on an Al32 cell; the model side, a supercell's field tiled exactly, is in tests/test_voxel_models.py)
+@pytest.mark.slow
 def test_labels_of_a_supercell_are_the_cell_labels_tiled():
     """With Gamma-centred meshes (the default) the 2x2x2 supercell of a snapshot samples the k-points its cell
     does (1^3 against 2^3 here, 5^3 against 10^3 in the production sets): the same Fermi level and energy per
@@ -197,6 +199,8 @@ def test_sheet_density_on_a_3d_grid_with_vacuum(tmp_path):
         assert rep["records"][0]["electrons"] == pytest.approx(32.0, rel=1e-6)
 
 
+# slow (~40 s: two GPAW runs of an h-BN sheet)
+@pytest.mark.slow
 def test_lcao_sheet_density_matches_plane_waves():
     """mode='lcao' (GPAW's dzp atomic orbitals, the cheap labels for sheets in vacuum): the same h-BN sheet on
     the same grid holds the same 32 valence electrons and a density within 7 % (MAPE over voxels above 1 % of
@@ -311,6 +315,8 @@ def _gen_cmd(out: Path, n: int) -> list[str]:
             "--labeller-opt", "temperature=933", "--no-progress", "-o", str(out)]
 
 
+# slow (~45 s of GPAW; the dataset writer's kill -9 safety is in the default suite: tests/test_data.py)
+@pytest.mark.slow
 def test_gen_aluminium_kill9_and_restart(tmp_path):
     """kill -9 during generation, rerun: every finished record once, in order; the file validates."""
     out = tmp_path / "al.h5"
@@ -378,7 +384,7 @@ def test_label_existing_dataset_with_gpaw_ldos(tmp_path):
     with DatasetWriter(src, metadata={"what": "raw"}) as w:
         for at in aluminium_snapshots(2, size=1, temperature=298.0, seed=9):
             w.append(at, info={"mine": 1})
-    lab = GpawLdosLabeller(temperature=298.0, energy_grid=GRID, ecut=150.0, kpts=(2, 2, 2))
+    lab = GpawLdosLabeller(temperature=298.0, energy_grid=GRID, ecut=150.0, kpts=(1, 1, 1))  # Gamma only: the bookkeeping is tested, not the physics
     res = label_dataset(src, tmp_path / "lab.h5", lab)
     assert res == {"n_records": 2, "new": 2}
     with Dataset(tmp_path / "lab.h5") as ds:

@@ -299,9 +299,11 @@ def test_broaden_dataset_keeps_the_data_checks(al_ldos_set, tmp_path):
         assert ds.metadata["energy_grid"]["n"] == grid.n - drop
         assert ds.target("ldos", 0).shape[-1] == grid.n - drop and ds.info(0)["broadening_eV"] == 0.3
     rep = validate_ldos_dataset(out)
-    # 2e-4, not the check's 1e-4: the source's Gaussians (s = dE) are sampled at their own width, and the
-    # discrete convolution carries their aliasing, ~2 exp(-pi^2) = 1e-4 of the maximum
-    assert all(r["dos_rel"] < 2e-4 for r in rep["records"]), [r["dos_rel"] for r in rep["records"]]
+    # 3e-4, not the check's 1e-4: the source's Gaussians (s = dE) are sampled at their own width, and the
+    # discrete convolution carries their aliasing, ~2 exp(-pi^2) = 1e-4 of each Gaussian's peak; on the
+    # fixture's Gamma-only labels the states are few and isolated, and where two or three of them lie within a
+    # width of each other their aliasing adds while their summed peak does not (measured 1.0-2.2e-4)
+    assert all(r["dos_rel"] < 3e-4 for r in rep["records"]), [r["dos_rel"] for r in rep["records"]]
 
 
 def test_2d_field_model_refuses_a_bulk_cell_and_3d_a_sheet_without_vacuum():
