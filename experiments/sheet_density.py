@@ -100,8 +100,13 @@ def radial_design(atoms, shape, species):
                              shape=(len(pts), len(species) * knots))
 
 
-def fit_atomic_densities(records, species, curvature: float = 1e-3) -> np.ndarray:
-    """The profiles ``f`` (``len(species) * knots``) by weighted least squares over every training voxel."""
+def fit_atomic_densities(records, species, curvature: float = 1e-5) -> np.ndarray:
+    """The profiles ``f`` (``len(species) * knots``) by weighted least squares over every training voxel.
+
+    ``curvature`` weighs the second differences of each profile against the data (relative to the mean diagonal
+    of the normal matrix). On densities that are exactly a superposition of Gaussians (sigma 0.35 A; 5 cells
+    fitted, 2 held out) the held-out MAPE is 1.09 / 0.79 % at 1e-3 and 0.29 / 0.27 % at 1e-5 (0.25 / 0.24 %
+    unregularised): 1e-5 smooths the profiles beyond the data's reach without flattening their peaks."""
     knots = int(round(R_MAX / DR)) + 1
     n = len(species) * knots
     ata, aty = np.zeros((n, n)), np.zeros(n)
