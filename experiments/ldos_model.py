@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="*", default=["ednn"], help=f"ednn variants (of {list(VARIANTS)})")
     ap.add_argument("--no-mlp", action="store_true", help="skip the MLP baseline")
     ap.add_argument("--mlp-minutes", type=float, default=None, help="the MLP's budget (default: --minutes)")
+    ap.add_argument("--split-seed", type=int, default=0,
+                    help="data.split_seed: another seed holds out other records (more test snapshots across runs)")
     ap.add_argument("--results", default="ldos_model", help="name of the JSON/PNG in experiments/results")
     ap.add_argument("--no-early-stop", action="store_true",
                     help="train for the whole budget and keep the last weights (a validation split of 2 records "
@@ -211,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg["train"].update(over.pop("train", {}))
         cfg["model"].update(over)
         cfg["data"]["train"] = files
+        cfg["data"]["split_seed"] = args.split_seed
         cfg["out"] = os.path.join(args.out, name)
         cfg["train"]["max_time_s"] = 60 * args.minutes
         if args.epochs:
