@@ -474,3 +474,39 @@ def test_ldos_moment_weights_add_the_electron_and_band_terms_separately(al_ldos_
     with pytest.raises(ConfigError, match="field_band_weight"):
         Trainer(dens_model, normalize_config({"train": {"field_band_weight": 1.0}})["train"], 0, SerialBackend(),
                 None)
+
+
+
+def test_evaluate_a_density_model_on_sheets_in_boxes(tmp_path):
+    """`evaluate` on a density model of sheets in 20 A boxes (the sheet density data): per record the density
+    MAPE over the voxels above 1 % of the label's maximum and the electrons, exactly as computed from the
+    model's prediction and the stored label, beside the mean-density baseline; and the slice figure."""
+    from ednn.atoms import structures as st
+    from ednn.data import Dataset, DatasetWriter
+    from ednn.workflows.evaluate import evaluate
+
+    m = _model(channels=1, field="density", layers=2, seed=4)
+    path = tmp_path / "sheets.h5"
+    with DatasetWriter(path) as w:
+        for reps in ((2, 2), (3, 2)):
+            at = st.graphene(*reps)
+            at.numbers[:] = 13
+            label = np.abs(m.predict_field(at, "density")[..., 0]) * 1.1 + 1e-3  # positive
+            w.append(at, targets={"density": label.astype(np.float32)})
+    m.save(tmp_path / "m")
+    res = evaluate(str(tmp_path / "m"), str(path), str(tmp_path / "ev"))["density"]
+    with Dataset(path) as ds:
+        res_mean = np.mean([ds.target("density", i).astype(np.float64).mean() for i in range(len(ds))])
+        for i, r in enumerate(res["records"]):
+            at, label = ds[i], ds.target("density", i).astype(np.float64)
+            pred = m.predict_field(at, "density")[..., 0]
+            mask = label > 0.01 * label.max()
+            assert r["voxels_counted"] == mask.sum() < label.size  # the vacuum is left out
+            want = 100 * np.mean(np.abs(pred[mask] - label[mask]) / label[mask])
+            assert r["density_mape_pct"] == pytest.approx(want, rel=1e-9) and want > 0
+            n_e = label.sum() * at.get_volume() / label.size
+            assert r["electrons_pct"] == pytest.approx(100 * (pred.sum() * at.get_volume() / label.size - n_e) / n_e)
+            base = 100 * np.mean(np.abs(res_mean - label[mask]) / label[mask])
+            assert r["mean_baseline_mape_pct"] == pytest.approx(base, rel=1e-9)
+    assert res["density_mape_pct"]["max"] >= res["density_mape_pct"]["mae"] > 0
+    assert (tmp_path / "ev" / "density.png").stat().st_size > 0

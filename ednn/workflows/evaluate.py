@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..data import Dataset
-from ..errors import DatasetError
+from ..errors import DatasetError, InputError
 from ..plots import figure_format, learning_curve, parity_plot
 from ..predict.model import load
 from ..train import load_structures, load_targets
@@ -202,7 +202,8 @@ def evaluate(model_path: str, data: str, out: str, fmt: str = "png") -> dict[str
         data have forces, ``forces`` (eV/A errors, the number of structures used
         and those left out because their forces are missing or not finite).
         For a model with per-voxel fields, ``fields``: per field its unit, MAE,
-        RMSE and max error over all voxels, beside the error of the data's mean.
+        RMSE and max error over all voxels, beside the error of the data's mean;
+        for an electron-density field, ``density`` (:func:`density_metrics`).
 
     Raises
     ------
@@ -222,6 +223,8 @@ def evaluate(model_path: str, data: str, out: str, fmt: str = "png") -> dict[str
         m["fields"] = field_metrics(model, data, structs)
         if "ldos" in model.fields and model.meta.get("electronic"):
             m["electronic"] = ldos_metrics(model, data, structs, out, fmt)
+        if "density" in model.fields:
+            m["density"] = density_metrics(model, data, structs, out, fmt)
     log = os.path.join(os.path.dirname(os.path.abspath(model_path)), "log.json")
     if os.path.exists(log):
         learning_curve(log, os.path.join(out, f"learning_curve.{fmt}"))
@@ -305,6 +308,34 @@ def ldos_metrics(model, data: str, structs: list, out: str, fmt: str = "png") ->
                 "baseline_mae": float(np.mean([abs(b[k]) for b in base]))} for k in keys}
     return {"n_records": len(rows), "summary": summ, "records": rows,
             "baseline": "the dataset's mean LDOS at every voxel"}
+
+
+def density_metrics(model, data: str, structs: list, out: str, fmt: str = "png") -> dict[str, Any]:
+    """A density model against the dataset's density labels, per record and over all
+    (:func:`ednn.predict.electronic.density_errors`: MAPE over the voxels above 1 % of the label's maximum,
+    electrons against the label's, RMSE), beside the baseline of the dataset's mean density
+    at every voxel. Writes ``density.<fmt>``: the first record's slice through its densest plane along z."""
+    from ..plots import density_slice_plot  # noqa: PLC0415
+    from ..predict.electronic import density_errors  # noqa: PLC0415
+
+    labels = load_targets(data, ["density"])["density"]
+    true = [np.asarray(t, np.float64).reshape(np.shape(t)[:3]) for t in labels]
+    mean = float(np.mean([t.mean() for t in true]))
+    rows = []
+    for i, (s, t) in enumerate(zip(structs, true, strict=True)):
+        pred = model.predict_field(s, "density")[..., 0]
+        if pred.shape != t.shape:
+            raise InputError(f"record {i}: the density label has shape {t.shape}, the model predicts {pred.shape}")
+        dv = abs(float(np.linalg.det(_as_atoms(s).cell))) / t.size
+        rows.append({"record": i, "n_atoms": n_atoms(s), **density_errors(pred, t, dv),
+                     "mean_baseline_mape_pct": density_errors(np.full_like(t, mean), t, dv)["density_mape_pct"]})
+        if i == 0:
+            k = int(np.argmax(t.sum(axis=(0, 1))))
+            density_slice_plot({"DFT": t, "ednn": pred}, os.path.join(out, f"density.{fmt}"), axis=2, index=k,
+                               title=f"density, slice z = {k} (densest plane)")
+    keys = ("density_mape_pct", "electrons_pct", "rmse", "mean_baseline_mape_pct")
+    return {"records": rows, **{k: {"mae": float(np.mean([abs(r[k]) for r in rows])),
+                                    "max": float(np.max([abs(r[k]) for r in rows]))} for k in keys}}
 
 
 def _as_atoms(s: Any):
