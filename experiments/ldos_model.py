@@ -148,6 +148,18 @@ def local_features(atoms, shape, k: int = 16) -> np.ndarray:
     return d.astype(np.float32)
 
 
+def train_and_load(name: str, cfg: dict):
+    """``ednn.train.train(cfg)`` afresh in ``cfg["out"]``, then the saved model and the seconds it took."""
+    import ednn
+    from ednn.train import train
+
+    t0 = time.time()
+    train(cfg, overwrite=True)
+    seconds = time.time() - t0
+    print(f"{name}: trained in {seconds:.0f} s", flush=True)
+    return ednn.load(os.path.join(cfg["out"], "model")), seconds
+
+
 def train_mlp(x, y, minutes: float, seed: int = 0):
     """A per-voxel MLP (features -> LDOS / rms), MSE, Adam, for ``minutes``."""
     import keras
@@ -196,12 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             broaden_dataset(DATA.parent / f, DATA / f, WIDTH)
     check_disjoint([*train_files, *transfer_files])
 
-    import ednn
     from ednn.data import Dataset
     from ednn.data.ldos import ldos_metadata
     from ednn.electronic import EnergyGrid
     from ednn.predict.electronic import ldos_errors
-    from ednn.train import train
 
     files = [str(materialise(f)) for f in train_files]
     meta = ldos_metadata(files)
@@ -220,12 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg["train"]["epochs"] = args.epochs
         if args.no_early_stop:
             cfg["train"].update({"patience": 0, "restore_best": False})
-        t0 = time.time()
-        train(cfg, overwrite=True)
-        t_train[name] = time.time() - t0
-        models[name] = ednn.load(os.path.join(cfg["out"], "model"))
+        models[name], t_train[name] = train_and_load(name, cfg)
         cfgs[name] = cfg
-        print(f"{name}: trained in {t_train[name]:.0f} s", flush=True)
     split = json.loads(Path(cfgs[args.variants[0]]["out"], "split.json").read_text())
     model0 = models[args.variants[0]]
 

@@ -154,12 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     train_path, transfer_path = Path(args.data) / TRAIN_FILE, Path(args.data) / TRANSFER_FILE
 
-    from ldos_model import train_mlp
+    from ldos_model import train_and_load, train_mlp
 
-    import ednn
     from ednn.data import Dataset
     from ednn.predict.electronic import density_errors
-    from ednn.train import train
 
     with Dataset(train_path) as ds:
         species = sorted({int(z) for i in range(len(ds)) for z in ds.numbers(i)})
@@ -173,12 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg["data"]["train"] = [str(train_path)]
         cfg["out"] = os.path.join(args.out, name)
         cfg["train"]["max_time_s"] = 60 * args.minutes
-        t0 = time.time()
-        train(cfg, overwrite=True)
-        t_train[name] = time.time() - t0
-        models[name] = ednn.load(os.path.join(cfg["out"], "model"))
+        models[name], t_train[name] = train_and_load(name, cfg)
         cfgs[name] = cfg
-        print(f"{name}: trained in {t_train[name]:.0f} s", flush=True)
     split = json.loads(Path(cfgs[args.variants[0]]["out"], "split.json").read_text())
 
     def load(path, idx=None):
