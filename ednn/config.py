@@ -46,7 +46,7 @@ REPRESENTATIONS = ("atoms", "image")
 IMAGE_ONLY = {
     "model": ("head", "layers", "filters", "kernel", "activation", "readout", "residual", "vacuum_zero",
               "input_scale", "metric_channels", "pair_features", "upsample", "field_scale", "shift_average",
-              "cell_average"),
+              "cell_average", "symmetrize_fields"),
     "grid": ("spacing", "sigma", "cutoff", "mode", "focus", "context", "min_vacuum", "heights"),
     "train": ("epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "schedule", "min_lr_fraction",
               "decay_rate", "warmup_epochs", "plateau_patience", "plateau_factor", "patience", "restore_best",
@@ -118,6 +118,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         # 2D grids: energies averaged over every reduced basis of the cell's lattice (ednn.image.describe.
         # reduced_bases): exactly invariant to the choice of basis; train with train.augment: reduced
         "cell_average": (False, (bool,), None, None),
+        # per-voxel fields averaged over the rotations and mirrors that map the cell's grid onto itself
+        # (ednn.image.symmetry; 48 for a cube): exactly equivariant under them, at that many times the cost
+        "symmetrize_fields": (False, (bool,), None, None),
     },
     # the atom-centred model (model.representation "atoms"; ednn.nn.atomic), fitted in closed form
     "atoms": {
@@ -187,8 +190,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         "threads": (None, _OPT_INT, None, _ONE_UP),
         "bucket": (8, (int,), None, _ONE_UP),
         # every epoch, each training structure in a random equivalent description (ednn.image.describe):
-        # "translate" a random origin, "cell" also a random basis of its lattice; "none" the data as given
-        "augment": ("none", (str,), ("none", "translate", "cell", "reduced"), None),
+        # "translate" a random origin, "cell" also a random basis of its lattice; "symmetry" a random rotation
+        # or mirror that maps the cell's grid onto itself (ednn.image.symmetry; per-voxel labels and forces
+        # mapped with it, so it serves field models too); "none" the data as given
+        "augment": ("none", (str,), ("none", "translate", "cell", "reduced", "symmetry"), None),
         "deterministic": (True, (bool,), None, None),
     },
 }

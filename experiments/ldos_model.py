@@ -160,6 +160,37 @@ def train_and_load(name: str, cfg: dict):
     return ednn.load(os.path.join(cfg["out"], "model")), seconds
 
 
+def _same_records(files_a: list[str], files_b: list[str]) -> bool:
+    """Whether two lists of training files name the same records: the same files, or a file and its slice copy
+    (:func:`materialise`) of its first records, with the same number of records per file."""
+    from ednn.data import Dataset
+
+    def key(f):
+        with Dataset(f) as ds:
+            sl = ds.metadata.get("slice_of")
+            n = len(ds)
+        return (sl["file"], sl["records"][0], sl["records"][0] + n) if sl else (Path(f).name, 0, n)
+
+    return len(files_a) == len(files_b) and [key(f) for f in files_a] == [key(f) for f in files_b]
+
+
+def reuse(name: str, cfg: dict):
+    """The model trained earlier in ``cfg["out"]`` (``--reuse``), after checking that it was trained with ``cfg``,
+    and its training time from its log."""
+    import ednn
+
+    saved = json.loads(Path(cfg["out"], "config.json").read_text())
+    for sec in ("data", "grid", "model", "train"):
+        diff = {k: (saved.get(sec, {}).get(k), v) for k, v in cfg[sec].items() if saved.get(sec, {}).get(k) != v
+                and not (sec == "data" and k == "train" and _same_records(saved[sec][k], v))}
+        if diff:
+            raise SystemExit(f"--reuse: {cfg['out']} was trained with another {sec} config: {diff}")
+    log = json.loads(Path(cfg["out"], "log.json").read_text())
+    seconds = float(sum(r.get("time_s", 0.0) for r in (log if isinstance(log, list) else log.get("history", []))))
+    print(f"{name}: reused ({seconds:.0f} s of training)", flush=True)
+    return ednn.load(os.path.join(cfg["out"], "model")), seconds
+
+
 def train_mlp(x, y, minutes: float, seed: int = 0):
     """A per-voxel MLP (features -> LDOS / rms), MSE, Adam, for ``minutes``."""
     import keras
@@ -199,12 +230,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--transfer-files", nargs="*", default=TRANSFER_FILES,
                     help="files never trained on, each record a test record (e.g. al4_933K_Te298.h5); "
                          "FILE[a:b] takes records a .. b-1 only (the rest may be trained on)")
+    ap.add_argument("--augment", default=None, help="train.augment of every ednn variant (symmetry: the cell's "
+                    "rotations and mirrors, labels mapped with them)")
+    ap.add_argument("--symmetrize", action="store_true",
+                    help="also evaluate every ednn model with model.symmetrize_fields (as <name>_sym)")
+    ap.add_argument("--no-broaden", action="store_true",
+                    help="use the broadened copies in data/ldos/s100 as they are (while a labelling job is still "
+                         "appending to the sources)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="load the models already trained in --out (same config) instead of training them again")
     args = ap.parse_args(argv)
     train_files, transfer_files = list(args.train_files), list(args.transfer_files)
     from ednn.data.ldos import broaden_dataset
 
     for f in {_spec(f)[0] for f in train_files + transfer_files}:  # the smooth targets, once (resumable)
-        if (DATA.parent / f).exists():
+        if (DATA.parent / f).exists() and not args.no_broaden:
             broaden_dataset(DATA.parent / f, DATA / f, WIDTH)
     check_disjoint([*train_files, *transfer_files])
 
@@ -230,8 +270,18 @@ def main(argv: list[str] | None = None) -> int:
             cfg["train"]["epochs"] = args.epochs
         if args.no_early_stop:
             cfg["train"].update({"patience": 0, "restore_best": False})
-        models[name], t_train[name] = train_and_load(name, cfg)
+        if args.augment:
+            cfg["train"]["augment"] = args.augment
+        if args.reuse:
+            models[name], t_train[name] = reuse(name, cfg)
+        else:
+            models[name], t_train[name] = train_and_load(name, cfg)
         cfgs[name] = cfg
+        if args.symmetrize:
+            import ednn
+
+            models[name + "_sym"] = ednn.load(os.path.join(cfg["out"], "model"))
+            models[name + "_sym"].symmetrize_fields = True
     split = json.loads(Path(cfgs[args.variants[0]]["out"], "split.json").read_text())
     model0 = models[args.variants[0]]
 

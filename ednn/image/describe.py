@@ -23,7 +23,7 @@ from ..errors import ConfigError
 
 __all__ = ["AUGMENT_MODES", "BASES", "redescribe", "reduced_bases", "in_basis", "equivalent_structures"]
 
-AUGMENT_MODES = ("none", "translate", "cell", "reduced")
+AUGMENT_MODES = ("none", "translate", "cell", "reduced", "symmetry")
 
 #: relative tolerance on lengths and right angles when the reduced bases of a lattice are enumerated
 REDUCED_TOL = 1e-3
@@ -126,8 +126,9 @@ def redescribe(atoms: Any, rng: np.random.Generator, mode: str = "cell", dim: in
         origin only
     dim : 2 or 3, the grid's dimension (2: in-plane shifts and bases; 3: shifts along all cell vectors)
     """
-    if mode not in AUGMENT_MODES or mode == "none":
-        raise ConfigError(f"augment must be one of {list(AUGMENT_MODES[1:])} here, got {mode!r}")
+    if mode not in AUGMENT_MODES or mode in ("none", "symmetry"):
+        raise ConfigError(f"augment must be one of {list(AUGMENT_MODES[1:4])} here (symmetry: ednn.image.symmetry), "
+                          f"got {mode!r}")
     at = _as_atoms(atoms)  # (positions, numbers, cell, pbc) too, as datasets give them
     cell = np.asarray(at.cell[:], dtype=np.float64)
     frac_shift = np.zeros(3)

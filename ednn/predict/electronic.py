@@ -110,8 +110,9 @@ def electronic_structure(model, atoms: Any, temperature: float, ldos: np.ndarray
 def _readout(model):
     """``(features model, W, b)`` with the LDOS network channels ``= features @ W + b`` (the network's last
     layer is linear and 1x1), or None where that does not hold (a vacuum-zero wrapper subtracts the
-    empty-tile output inside the network)."""
-    if model.head != "density" or model.network.get_layer(index=-1).name != "density":
+    empty-tile output inside the network, or ``model.symmetrize_fields`` averages several predictions)."""
+    if (model.head != "density" or model.network.get_layer(index=-1).name != "density"
+            or model.symmetrize_fields):
         return None
     last = model.network.get_layer("density")
     if not hasattr(model, "_ldos_features"):  # shares the network's layers: follows its weights

@@ -264,6 +264,26 @@ class EnergyModel(HasDomain):
             raise ModelError("cell_average needs a 2D grid model (sheets: in-plane lattices)")
         self.model_config["cell_average"] = bool(on)
 
+    @property
+    def symmetrize_fields(self) -> bool:
+        """Per-voxel fields averaged over the grid symmetries of the cell (``model.symmetrize_fields``).
+
+        The ops (:func:`ednn.image.symmetry.grid_symmetries`: the axis permutations and reversals that keep
+        the cell's metric and grid, 48 for a cubic cell) are rotations and mirrors of space that the cell
+        admits; the field is ``mean_g g^-1 f(g atoms)``, so a structure and its rotated or mirrored copy get
+        exactly mapped fields, at that many predictions' cost. Train such a model with
+        ``train.augment: symmetry`` so that each term is already close to the mean.
+        """
+        return bool(self.model_config.get("symmetrize_fields", False))
+
+    @symmetrize_fields.setter
+    def symmetrize_fields(self, on: bool) -> None:
+        if not isinstance(on, bool | np.bool_):
+            raise InputError(f"symmetrize_fields must be True or False, got {on!r}")
+        if on and self.grid is None:
+            raise ModelError("symmetrize_fields needs a grid model: image-mode models see pixels, not atoms")
+        self.model_config["symmetrize_fields"] = bool(on)
+
     def descriptions(self, atoms: Any) -> list[Any]:
         """The equivalent descriptions of ``atoms`` whose energies the model averages (:attr:`cell_average`
         bases, each at :attr:`shift_average` sub-pixel translations); ``[atoms]`` when both are off."""
@@ -440,9 +460,23 @@ class EnergyModel(HasDomain):
         ``method``: ``"whole"`` (the wrap-padded image at once), ``"tiles"``
         (focus/context tiles, then reassembled), ``"stream"`` (strips, flat
         memory), or ``"auto"`` (stream above :data:`STREAM_PIXELS` pixels).
-        All give the same field up to float rounding.
+        All give the same field up to float rounding. With :attr:`symmetrize_fields` the field is averaged
+        over the cell's grid symmetries.
         """
         f = self._field(name)
+        if self.symmetrize_fields and self.grid is not None:
+            from ..image.raster import prepare  # noqa: PLC0415
+            from ..image.symmetry import grid_symmetries, transform_atoms  # noqa: PLC0415
+
+            p = prepare(atoms, self.grid)
+            ops = grid_symmetries(p.lattice, p.shape)
+            total = self._field_once(f, atoms, method)  # ops[0] is the identity
+            for op in ops[1:]:
+                total += op.inverse().apply(self._field_once(f, transform_atoms(atoms, op, p.lattice), method))
+            return total / len(ops)
+        return self._field_once(f, atoms, method)
+
+    def _field_once(self, f: FieldOutput, atoms: Any, method: str) -> np.ndarray:
         if method == "auto":
             method = "stream" if self._huge(atoms) else "whole"
         if method == "whole":

@@ -85,12 +85,16 @@ def fit(model: EnergyModel, train_set: TrainSet, val_set: TrainSet | None = None
         raise DatasetError("the training set is empty")
     augment = cfg.get("augment", "none")
     if augment != "none":
-        if model.head != "density" or model.grid is None:
-            raise ConfigError(f"train.augment: {augment} needs the density head and a grid (new descriptions change "
-                              "the image size, which dense-head tiles and image-mode data cannot follow)")
-        if train_set.fields:
+        if model.grid is None:
+            raise ConfigError(f"train.augment: {augment} needs a grid model (image-mode data has no atoms to "
+                              "redescribe)")
+        if augment != "symmetry" and model.head != "density":
+            raise ConfigError(f"train.augment: {augment} needs the density head (new descriptions change the image "
+                              "size, which dense-head tiles cannot follow); augment: symmetry keeps it")
+        if augment != "symmetry" and train_set.fields:
             raise ConfigError(f"train.augment: {augment} with per-voxel targets: their labels lie on the given "
-                              "cell's grid; train them with augment: none")
+                              "cell's grid; train them with augment: symmetry (the cell's own rotations and "
+                              "mirrors, labels mapped with them) or none")
         if train_set.structures is None:
             raise ConfigError("train.augment needs a training set built from structures (structures_to_set)")
     if model.energy_output is not None and not train_set.has_energy:

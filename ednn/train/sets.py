@@ -55,6 +55,7 @@ class TrainSet:
         self.forces = None if forces is None else list(forces)
         self.force_inputs = None if force_inputs is None else list(force_inputs)
         self.structures: list[Any] | None = None  # set by structures_to_set: what augmentation redescribes
+        self._given: tuple | None = None  # (fields, forces) as given, once augment "symmetry" has mapped them
         if (self.forces is None) != (self.force_inputs is None):
             raise InputError("forces and force_inputs go together (use structures_to_set(..., forces=...))")
         if self.forces is not None and not (len(self.forces) == len(self.force_inputs) == len(self.inputs)):
@@ -75,13 +76,37 @@ class TrainSet:
 
         if self.structures is None:
             raise ConfigError("augmentation needs the training structures (a set built by structures_to_set)")
+        if mode == "symmetry" and self._given is None:  # the labels as given: each epoch maps them afresh
+            self._given = ({k: list(v) for k, v in self.fields.items()},
+                           None if self.forces is None else list(self.forces))
         for i, a in enumerate(self.structures):
-            b = redescribe(a, np.random.default_rng([int(seed), int(epoch), i, 7]), mode, model.dim)
+            rng = np.random.default_rng([int(seed), int(epoch), i, 7])
+            if mode == "symmetry":
+                b = self._symmetry_copy(model, i, rng)
+            else:
+                b = redescribe(a, rng, mode, model.dim)
             img, w = model.image(b)
             self.inputs[i] = model.network_input(img, w)
             if self.force_inputs is not None:
                 self.force_inputs[i] = (np.asarray(b.positions, dtype=np.float32), model.energy_tf_inputs(b))
         self.sizes = np.array([int(np.prod(x.shape[:-1])) * (len(x) if x.ndim > 3 else 1) for x, _ in self.inputs])
+
+    def _symmetry_copy(self, model: EnergyModel, i: int, rng: np.random.Generator) -> Any:
+        """Structure ``i`` under a random op of its grid (:mod:`ednn.image.symmetry`), its per-voxel labels and
+        forces mapped by the same op."""
+        from ..image.raster import prepare  # noqa: PLC0415
+        from ..image.symmetry import grid_symmetries, transform_atoms, transform_vectors  # noqa: PLC0415
+
+        a = self.structures[i]
+        p = prepare(a, model.grid)
+        ops = grid_symmetries(p.lattice, p.shape)
+        op = ops[int(rng.integers(len(ops)))]
+        fields, forces = self._given
+        for k in self.fields:
+            self.fields[k][i] = op.apply(fields[k][i])
+        if forces is not None:
+            self.forces[i] = transform_vectors(forces[i], op, p.lattice).astype(np.float32)
+        return transform_atoms(a, op, p.lattice)
 
     @property
     def has_forces(self) -> bool:
