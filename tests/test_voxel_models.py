@@ -371,6 +371,20 @@ def test_ednn_predict_ldos_model_cli(al_ldos_set, tmp_path):
     assert cols[10] == pytest.approx(f["free_energy_change"], abs=2e-6)
     assert cols[11] == pytest.approx(f["energy_zero"] + f["free_energy_change"], abs=3e-6)
     assert f["free_energy_change"] < 0  # -(pi^2/6)(k_B T)^2 D(mu) to leading order
+    # --symmetrize: the fields averaged over the cell's grid symmetries, as model.symmetrize_fields gives them
+    res = subprocess.run([sys.executable, "-m", "ednn.cli", "predict", str(tmp_path / "run" / "model"), str(path),
+                          "--temperature", "1500", "--symmetrize", "-o", str(tmp_path / "s.csv")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    m.symmetrize_fields = True
+    with Dataset(path) as ds:
+        es_sym = m.electronic_structure(ds[1], 1500.0)
+    cols = (tmp_path / "s.csv").read_text().strip().splitlines()[2].split(",")
+    assert float(cols[4]) == pytest.approx(es_sym["band_energy"], abs=2e-6)
+    assert abs(es_sym["band_energy"] - es["band_energy"]) > 1e-5  # the average is another prediction
+    res = subprocess.run([sys.executable, "-m", "ednn.cli", "predict", str(tmp_path / "energy" / "model"), str(path),
+                          "--symmetrize"], capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "--symmetrize averages per-voxel fields" in res.stderr
 
 
 def test_ldos_moment_terms_are_the_density_and_band_energy_errors(al_ldos_set, tmp_path):

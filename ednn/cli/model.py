@@ -81,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
         parser.add_argument("--shift-average", type=int, default=None, metavar="K",
                             help="average energies (and forces) over K^d sub-pixel translations: translation "
                                  "invariance at K^d times the cost (default: the model's model.shift_average)")
+        parser.add_argument("--symmetrize", action="store_true",
+                            help="per-voxel models: average the fields over the rotations and mirrors that map the "
+                                 "cell's grid onto itself (48 for a cubic cell; model.symmetrize_fields): exactly "
+                                 "equivariant, at that many times the cost")
         parser.add_argument("--energy-model", metavar="MODEL", default=None,
                             help="LDOS models: an energy model of the same DFT labels (zero-width energy E_0); adds "
                                  "the free energy F(T_e) = E_0 + [E_band - TS](T_e) - E_band(0) of the predicted "
@@ -95,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
         parser.add_argument("model", help="model folder (or .zip)")
         parser.add_argument("data", help="labelled dataset (.h5 or extxyz)")
         parser.add_argument("--out", help="folder for metrics.json and figures (default: <model>/../eval_<data>)")
+        parser.add_argument("--symmetrize", action="store_true",
+                            help="per-voxel models: fields averaged over the cell's grid symmetries "
+                                 "(model.symmetrize_fields)")
         _add_format(parser)
     elif verb == "demo":
         parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -117,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)),
                                        "eval_" + os.path.splitext(os.path.basename(args.data))[0])
-        m = evaluate(args.model, args.data, out, fmt=args.format)
+        m = evaluate(args.model, args.data, out, fmt=args.format, symmetrize=args.symmetrize)
         print(json.dumps(m, indent=1))
         return 0
     if verb == "demo":
@@ -292,6 +299,15 @@ def _predict_electronic(model, structs, args: argparse.Namespace) -> int:
     return 0
 
 
+def _symmetrize(model, path: str) -> None:
+    """``--symmetrize``: fields averaged over the grid symmetries, or a clear error for a model without fields."""
+    members = getattr(model, "members", [model])
+    if not all(getattr(m, "fields", None) for m in members):
+        raise InputError(f"--symmetrize averages per-voxel fields; {path} predicts none (leave the option out)")
+    for m in members:
+        m.symmetrize_fields = True
+
+
 def _predict(args: argparse.Namespace) -> int:
     from ..predict.model import load
     from ..train import load_structures
@@ -309,6 +325,8 @@ def _predict(args: argparse.Namespace) -> int:
     if args.shift_average is not None:
         for m in getattr(model, "members", [model]):
             m.shift_average = args.shift_average
+    if args.symmetrize:
+        _symmetrize(model, args.model)
     if args.map:
         return _predict_map(model, args)
     structs, E = load_structures(args.structures, need_energy=False)

@@ -179,7 +179,7 @@ def dataset_forces(path: str) -> DataForces:
     return DataForces(forces, missing, nonfinite)
 
 
-def evaluate(model_path: str, data: str, out: str, fmt: str = "png") -> dict[str, Any]:
+def evaluate(model_path: str, data: str, out: str, fmt: str = "png", symmetrize: bool = False) -> dict[str, Any]:
     """Evaluate a model on a labelled dataset and write the results to ``out``.
 
     Parameters
@@ -193,6 +193,8 @@ def evaluate(model_path: str, data: str, out: str, fmt: str = "png") -> dict[str
         ``learning_curve.<fmt>`` (when the model's run folder has ``log.json``).
     fmt : {"png", "pdf", "svg"}
         Figure format.
+    symmetrize : bool
+        Fields averaged over the cell's grid symmetries (``model.symmetrize_fields``).
 
     Returns
     -------
@@ -213,10 +215,14 @@ def evaluate(model_path: str, data: str, out: str, fmt: str = "png") -> dict[str
 
     figure_format(f"x.{fmt}")  # refuse an unknown format before any work
     model = load(model_path)
+    if symmetrize:
+        if not model.fields:
+            raise InputError(f"symmetrize averages per-voxel fields; {model_path} predicts none")
+        model.symmetrize_fields = True
     has_energy = model.energy_output is not None
     structs, E = load_structures(data, need_energy=has_energy)
     os.makedirs(out, exist_ok=True)
-    m: dict[str, Any] = {}
+    m: dict[str, Any] = {"symmetrize_fields": True} if symmetrize else {}
     if has_energy:
         m.update(_energy_metrics(model, data, structs, E, out, fmt))
     if model.fields:
