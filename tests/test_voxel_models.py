@@ -524,3 +524,14 @@ def test_evaluate_a_density_model_on_sheets_in_boxes(tmp_path):
             assert r["mean_baseline_mape_pct"] == pytest.approx(base, rel=1e-9)
     assert res["density_mape_pct"]["max"] >= res["density_mape_pct"]["mae"] > 0
     assert (tmp_path / "ev" / "density.png").stat().st_size > 0
+    # symmetrize=True (ednn evaluate --symmetrize): the same metrics of the field averaged over the box's 8 grid ops
+    sym = evaluate(str(tmp_path / "m"), str(path), str(tmp_path / "ev_sym"), symmetrize=True)
+    assert sym["symmetrize_fields"] is True
+    m.symmetrize_fields = True
+    with Dataset(path) as ds:
+        at, label = ds[1], ds.target("density", 1).astype(np.float64)
+        pred = m.predict_field(at, "density")[..., 0]
+    mask = label > 0.01 * label.max()
+    want = 100 * np.mean(np.abs(pred[mask] - label[mask]) / label[mask])
+    assert sym["density"]["records"][1]["density_mape_pct"] == pytest.approx(want, rel=1e-9)
+    assert want != pytest.approx(res["records"][1]["density_mape_pct"], rel=1e-6)
