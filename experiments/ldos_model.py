@@ -160,18 +160,23 @@ def train_and_load(name: str, cfg: dict):
     return ednn.load(os.path.join(cfg["out"], "model")), seconds
 
 
-def _same_records(files_a: list[str], files_b: list[str]) -> bool:
-    """Whether two lists of training files name the same records: the same files, or a file and its slice copy
-    (:func:`materialise`) of its first records, with the same number of records per file."""
+def _same_records(saved: list[str], given: list[str], n_saved: int) -> bool:
+    """Whether the files a run was trained on (``saved``; ``n_saved`` records in all, from its split.json) and
+    ``given`` name the same records: file by file the same file or a slice copy (:func:`materialise`) of its first
+    records. Datasets only grow by appending, so a file that has grown since still starts with the same records."""
     from ednn.data import Dataset
 
     def key(f):
         with Dataset(f) as ds:
             sl = ds.metadata.get("slice_of")
             n = len(ds)
-        return (sl["file"], sl["records"][0], sl["records"][0] + n) if sl else (Path(f).name, 0, n)
+        return (sl["file"], sl["records"][0], n) if sl else (Path(f).name, 0, n)
 
-    return len(files_a) == len(files_b) and [key(f) for f in files_a] == [key(f) for f in files_b]
+    if len(saved) != len(given):
+        return False
+    a, b = [key(f) for f in saved], [key(f) for f in given]
+    same_start = all(x[0] == y[0] and x[1] == y[1] == 0 for x, y in zip(a, b, strict=True))
+    return a == b or (same_start and sum(y[2] for y in b) == n_saved)
 
 
 def reuse(name: str, cfg: dict):
@@ -180,9 +185,10 @@ def reuse(name: str, cfg: dict):
     import ednn
 
     saved = json.loads(Path(cfg["out"], "config.json").read_text())
+    n_saved = json.loads(Path(cfg["out"], "split.json").read_text())["n"]
     for sec in ("data", "grid", "model", "train"):
         diff = {k: (saved.get(sec, {}).get(k), v) for k, v in cfg[sec].items() if saved.get(sec, {}).get(k) != v
-                and not (sec == "data" and k == "train" and _same_records(saved[sec][k], v))}
+                and not (sec == "data" and k == "train" and _same_records(saved[sec][k], v, n_saved))}
         if diff:
             raise SystemExit(f"--reuse: {cfg['out']} was trained with another {sec} config: {diff}")
     log = json.loads(Path(cfg["out"], "log.json").read_text())
