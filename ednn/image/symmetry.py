@@ -28,7 +28,8 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["GridOp", "grid_symmetries", "transform_atoms", "transform_vectors", "metric_tolerance"]
+__all__ = ["GridOp", "grid_symmetries", "cell_symmetries", "transform_atoms", "transform_vectors",
+           "metric_tolerance"]
 
 #: relative tolerance on the metric tensor when deciding whether an op keeps the cell
 metric_tolerance = 1e-6
@@ -111,6 +112,14 @@ def grid_symmetries(lattice: np.ndarray, shape: tuple[int, ...], tol: float | No
             if _keeps(op, G, tuple(shape), t):
                 ops.append(op)
     return ops
+
+
+def cell_symmetries(atoms: Any, grid: Any) -> tuple[np.ndarray, list[GridOp]]:
+    """The periodic lattice of ``atoms`` on ``grid`` (a GridSpec) and the grid ops it admits (identity first)."""
+    from .raster import prepare  # noqa: PLC0415
+
+    p = prepare(atoms, grid)
+    return p.lattice, grid_symmetries(p.lattice, p.shape)
 
 
 def transform_atoms(atoms: Any, op: GridOp, lattice: np.ndarray) -> Any:

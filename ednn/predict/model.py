@@ -465,14 +465,12 @@ class EnergyModel(HasDomain):
         """
         f = self._field(name)
         if self.symmetrize_fields and self.grid is not None:
-            from ..image.raster import prepare  # noqa: PLC0415
-            from ..image.symmetry import grid_symmetries, transform_atoms  # noqa: PLC0415
+            from ..image.symmetry import cell_symmetries, transform_atoms  # noqa: PLC0415
 
-            p = prepare(atoms, self.grid)
-            ops = grid_symmetries(p.lattice, p.shape)
+            lattice, ops = cell_symmetries(atoms, self.grid)
             total = self._field_once(f, atoms, method)  # ops[0] is the identity
             for op in ops[1:]:
-                total += op.inverse().apply(self._field_once(f, transform_atoms(atoms, op, p.lattice), method))
+                total += op.inverse().apply(self._field_once(f, transform_atoms(atoms, op, lattice), method))
             return total / len(ops)
         return self._field_once(f, atoms, method)
 

@@ -94,19 +94,17 @@ class TrainSet:
     def _symmetry_copy(self, model: EnergyModel, i: int, rng: np.random.Generator) -> Any:
         """Structure ``i`` under a random op of its grid (:mod:`ednn.image.symmetry`), its per-voxel labels and
         forces mapped by the same op."""
-        from ..image.raster import prepare  # noqa: PLC0415
-        from ..image.symmetry import grid_symmetries, transform_atoms, transform_vectors  # noqa: PLC0415
+        from ..image.symmetry import cell_symmetries, transform_atoms, transform_vectors  # noqa: PLC0415
 
         a = self.structures[i]
-        p = prepare(a, model.grid)
-        ops = grid_symmetries(p.lattice, p.shape)
+        lattice, ops = cell_symmetries(a, model.grid)
         op = ops[int(rng.integers(len(ops)))]
         fields, forces = self._given
         for k in self.fields:
             self.fields[k][i] = op.apply(fields[k][i])
         if forces is not None:
-            self.forces[i] = transform_vectors(forces[i], op, p.lattice).astype(np.float32)
-        return transform_atoms(a, op, p.lattice)
+            self.forces[i] = transform_vectors(forces[i], op, lattice).astype(np.float32)
+        return transform_atoms(a, op, lattice)
 
     @property
     def has_forces(self) -> bool:
