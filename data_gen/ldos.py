@@ -65,6 +65,10 @@ JOBS: dict[str, tuple[int, float, float, int, int, float | None, float]] = {
     # Gamma out and puts the Fermi level ~60 meV higher)
     "al4_298K_Te298_k40g": (1, 298.0, 298.0, 24, 0, None, 40.0),
     "al4_933K_Te298_k40g": (1, 933.0, 298.0, 24, 1, None, 40.0),
+    # the first 298 K snapshots again at higher electronic temperatures (electronic-temperature transfer of
+    # models trained on the *_k40g sets)
+    "al4_298K_Te933_k40g": (1, 298.0, 933.0, 6, 0, None, 40.0),
+    "al4_298K_Te2000_k40g": (1, 298.0, 2000.0, 6, 0, None, 40.0),
 }
 
 #: jobs on Gamma-centred k-meshes (the labeller's default); the others keep the Monkhorst-Pack meshes they

@@ -21,10 +21,17 @@ neglected (it moves the Hartree and exchange-correlation terms, which this estim
 Output: ``experiments/results/ldos_temperature.json``::
 
     python experiments/ldos_temperature.py
+
+Another model and label set (the Gamma-centred converged-k labels, a model trained with ``augment:
+symmetry`` whose held-out 298 K snapshots are records 1 and 2, its fields symmetrized)::
+
+    python experiments/ldos_temperature.py --run runs/ldos_sym50_16/ednn_mom_r2 --labels _k40g \
+        --held-out 1 2 --symmetrize --results ldos_temperature_k40g
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -36,30 +43,48 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
 DATA = ROOT / "data" / "ldos" / "s100"
-HOT = {933.0: "al4_298K_Te933.h5", 2000.0: "al4_298K_Te2000.h5"}
-COLD = "al4_298K_Te298.h5"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     import ednn
     from ednn.data import Dataset
     from ednn.data.ldos import broaden_dataset
     from ednn.electronic import electronic_properties
     from ednn.predict.electronic import energy_grid
 
-    for f in [COLD, *HOT.values()]:  # the model's targets: the labels re-broadened to 0.1 eV (resumable)
-        broaden_dataset(DATA.parent / f, DATA / f, 0.1)
-    run = ROOT / "runs" / "ldos_model" / "ednn"
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", default=str(ROOT / "runs" / "ldos_model" / "ednn"),
+                    help="the training run (its model/ and split.json)")
+    ap.add_argument("--labels", default="", help="label-set suffix: al4_298K_Te{298,933,2000}<labels>.h5")
+    ap.add_argument("--held-out", type=int, nargs="*", default=None,
+                    help="records of the 298 K file the model never saw (default: split.json's test records)")
+    ap.add_argument("--symmetrize", action="store_true", help="average the fields over the cell's symmetries")
+    ap.add_argument("--results", default="ldos_temperature", help="name of the JSON in experiments/results")
+    args = ap.parse_args(argv)
+    cold_name = f"al4_298K_Te298{args.labels}.h5"
+    hot_names = {933.0: f"al4_298K_Te933{args.labels}.h5", 2000.0: f"al4_298K_Te2000{args.labels}.h5"}
+    with Dataset(DATA.parent / hot_names[933.0]) as ds:
+        n_hot = len(ds)
+    for f in [cold_name, *hot_names.values()]:  # the model's targets: the labels re-broadened to 0.1 eV
+        have = 0
+        if (DATA / f).exists():
+            with Dataset(DATA / f) as ds:
+                have = len(ds)
+        if have < n_hot:  # (resumable; a copy that already holds the records used is not touched, so a job
+            broaden_dataset(DATA.parent / f, DATA / f, 0.1)  # may still be appending to its source)
+    run = Path(args.run)
     model = ednn.load(str(run / "model"))
-    split = json.loads((run / "split.json").read_text())
-    with Dataset(DATA / COLD) as ds:
-        n_cold = len(ds)
-    held_out = {int(i) for i in split["test"]}
-    test = list(range(n_cold))  # every structure for the floor; the model's errors on held-out ones only
+    if args.symmetrize:
+        model.symmetrize_fields = True
+    if args.held_out is None:
+        held_out = {int(i) for i in json.loads((run / "split.json").read_text())["test"]}
+    else:
+        held_out = set(args.held_out)
+    test = list(range(n_hot))  # every structure for the floor; the model's errors on held-out ones only
     grid = energy_grid(model)
     rows = []
-    for t_e, name in HOT.items():
-        with Dataset(DATA / name) as hot, Dataset(DATA / COLD) as cold:
+    for t_e, name in hot_names.items():
+        with Dataset(DATA / name) as hot, Dataset(DATA / cold_name) as cold:
             for i in test:
                 if i >= len(hot):
                     continue
@@ -98,7 +123,7 @@ def main() -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     summary = {}
-    for t_e in HOT:
+    for t_e in hot_names:
         sel = [r for r in rows if r["electronic_temperature_K"] == t_e]
         held = [r for r in sel if r["held_out"]]
         if sel:
@@ -111,9 +136,10 @@ def main() -> int:
                     "frozen_ldos": [r["free_energy_change_frozen_ldos_meV_per_atom"] for r in sel],
                     "ednn": [r["free_energy_change_ednn_meV_per_atom"] for r in sel]},
                 "n_records": len(sel), "n_held_out": len(held)}
-    out = {"model": str(run), "test_records": test, "summary": summary, "records": rows}
+    out = {"model": str(run), "labels": [cold_name, *hot_names.values()], "symmetrized": args.symmetrize,
+           "held_out": sorted(held_out), "test_records": test, "summary": summary, "records": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ldos_temperature.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / f"{args.results}.json").write_text(json.dumps(out, indent=1))
     print(json.dumps(summary, indent=1))
     return 0
 
