@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     model = ednn.load(str(run / "model"))
     if args.symmetrize:
         model.symmetrize_fields = True
-    if args.held_out is None:
+    if args.held_out is None:  # split.json counts records over the run's training files in order: they are
+        first = json.loads((run / "config.json").read_text())["data"]["train"][0]  # the 298 K file's records
+        if Path(first).name != cold_name:  # only when that file came first and whole
+            raise SystemExit(f"{run} was trained on {first} first, not {cold_name}: its split.json does not number "
+                             f"{cold_name}'s records; name the held-out records with --held-out")
         held_out = {int(i) for i in json.loads((run / "split.json").read_text())["test"]}
     else:
         held_out = set(args.held_out)
