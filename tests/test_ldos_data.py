@@ -393,3 +393,54 @@ def test_label_existing_dataset_with_gpaw_ldos(tmp_path):
         info = ds.info(1)
         assert info["mine"] == 1 and info["electronic_temperature_K"] == 298.0 and info["n_electrons"] == 12.0
         assert ds.has_energy and ds.has_forces
+
+
+def test_a_record_killed_mid_scf_resumes_from_its_checkpoint(tmp_path):
+    """kill -9 during a record's SCF (checkpoints after every iteration), run again: the record's SCF continues
+    from the checkpoint (``info["scf_resumed"]``), its labels equal an uninterrupted run's within the SCF
+    criteria, and the checkpoint folder is gone once the record is in the file. A checkpoint that cannot be read
+    is reported and the SCF starts from scratch."""
+    out = tmp_path / "al.h5"
+    cmd = [*_gen_cmd(out, 1), "--labeller-opt", "checkpoint_seconds=0", "--labeller-opt", "kpts=[1,1,2]"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    scf = Path(str(out) + ".scf")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    t0 = time.time()
+    while not (scf.is_dir() and any(p.suffix == ".gpw" for p in scf.iterdir())):
+        if proc.poll() is not None:
+            pytest.fail(f"generator ended before its first checkpoint: {proc.stdout.read().decode()[-2000:]}")
+        assert time.time() - t0 < 120, "no checkpoint within 120 s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    (gpw,) = [p for p in scf.iterdir() if p.suffix == ".gpw"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not scf.exists()  # committed: checkpoint and folder removed
+
+    atoms = next(aluminium_snapshots(1, size=1, temperature=298.0, seed=5))
+    lab = GpawLdosLabeller(temperature=933.0, ecut=150.0, kpts=(1, 1, 2), checkpoint_dir=tmp_path / "ck",
+                           checkpoint_seconds=0)
+    lab.prepare()
+    path = lab.checkpoint_path(atoms)
+    assert path.parent == tmp_path / "ck" and path.name.startswith("scf-") and path.suffix == ".gpw"
+    assert path.name == gpw.name  # the key is the structure and the settings, not the run
+    path.parent.mkdir()
+    path.write_bytes(b"not a gpw file")
+    with pytest.warns(RuntimeWarning, match="could not be read"):
+        ref = lab.label(atoms)
+    assert ref["info"]["scf_resumed"] is False and ref["info"]["scf_checkpoints_written"] >= 3
+    assert path.exists()
+    lab.committed(atoms)
+    assert not path.parent.exists()
+    with Dataset(out) as ds:
+        info = ds.info(0)
+        assert info["scf_resumed"] is True
+        assert info["scf_checkpoints_written"] >= 1
+        assert abs(ds.energy(0) - ref["energy"]) < 1e-5
+        assert abs(info["fermi_level_eV"] - ref["info"]["fermi_level_eV"]) < 1e-4
+        np.testing.assert_allclose(ds.forces(0), ref["forces"], atol=1e-3)
+        rho = ds.target("density", 0)
+        assert np.abs(rho - ref["targets"]["density"]).max() < 1e-4 * rho.max()
+        ldos = ds.target("ldos", 0)
+        assert np.abs(ldos - ref["targets"]["ldos"]).max() < 1e-4 * ldos.max()

@@ -31,6 +31,7 @@ import numpy as np
 from ..atoms import bulk, structures
 from ..atoms.ising import sample_configs
 from ..atoms.labellers import Labeller, get_labeller
+from ..atoms.labellers.base import checkpoints_beside
 from ..data import Dataset, DatasetWriter, convert, label_dataset, write_image_dataset
 from ..errors import BackendError, ConfigError, EdnnError, InputError
 
@@ -285,6 +286,7 @@ def _write_records(args: argparse.Namespace, meta: dict[str, Any], labeller: Lab
     ``["info"]``) go into the record with the structure's own info; each
     record's info also gets ``label_seconds``.
     """
+    checkpoints_beside(labeller, args.out)  # a long SCF resumes mid-record after a kill
     with DatasetWriter(args.out, metadata=meta, resume=not args.restart) as w:
         start = w.n_records
         if start >= args.n:
@@ -304,6 +306,8 @@ def _write_records(args: argparse.Namespace, meta: dict[str, Any], labeller: Lab
                 info["label_seconds"] = round(time.perf_counter() - t1, 3)
             w.append(atoms, energy=lab.get("energy"), forces=lab.get("forces"), stress=lab.get("stress"),
                      targets=lab.get("targets"), info=info or None)
+            if labeller is not None:
+                labeller.committed(atoms)
             if bar is not None:
                 bar.update(1)
                 if labeller is not None:

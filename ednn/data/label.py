@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..atoms.labellers.base import checkpoints_beside
 from ..errors import BackendError, DatasetError, EdnnError, InputError
 from .convert import carried_metadata, record_error
 from .reader import Dataset
@@ -73,6 +74,8 @@ def label_dataset(
     for attr in ("name", "settings", "label"):
         if not hasattr(labeller, attr):
             raise InputError(f"label_dataset needs a labeller with .{attr} (see ednn.atoms.labellers.get_labeller)")
+    checkpoints_beside(labeller, dst)  # a long SCF resumes mid-record after a kill
+    committed = getattr(labeller, "committed", None)
     prepare = getattr(labeller, "prepare", None)
     if callable(prepare):  # set up first: engines add e.g. their version to the settings stored below
         prepare()
@@ -115,6 +118,8 @@ def label_dataset(
                              targets=targets, info=info or None)
                 except EdnnError as e:
                     raise record_error(e, f"record {i} of {src}") from e
+                if callable(committed):
+                    committed(atoms)
                 if on_record is not None:
                     on_record(i)
             n = w.n_records

@@ -10,7 +10,9 @@ silently: either it is there, or ``stress_absent`` says why, or labelling raises
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +50,10 @@ class Labeller:
 
         ``ednn gen`` calls it before it creates any file. The default does nothing.
         """
+
+    def committed(self, atoms: Atoms) -> None:
+        """Called once the record of ``atoms`` is safely in its dataset: drop what was kept to resume its labelling
+        (the GPAW labeller's SCF checkpoint). The default does nothing."""
 
     def calculator(self) -> Calculator:
         """An ASE calculator that evaluates this labeller (for relaxations, MD)."""
@@ -93,6 +99,13 @@ class LabellerCalculator(Calculator):
                 f"labeller {self.labeller.name!r} gives no stress for this structure: "
                 f"{lab.get('stress_absent') or 'no reason given'}"
             )
+
+
+def checkpoints_beside(labeller: Any, out: str | os.PathLike) -> None:
+    """Give a labeller that can keep resume checkpoints (a ``checkpoint_dir`` of None) the folder ``OUT.scf``
+    beside the dataset ``out`` it labels into: a record killed mid-SCF then resumes where it was."""
+    if getattr(labeller, "checkpoint_dir", False) is None:
+        labeller.checkpoint_dir = Path(str(out) + ".scf")
 
 
 def _jsonable(d: Any) -> Any:

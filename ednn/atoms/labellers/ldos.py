@@ -26,6 +26,17 @@ electron count. The augmentation charge is thereby spread over the state's
 pseudo density instead of being kept on the atoms: the density is the
 renormalised *valence pseudo-density*, not GPAW's all-electron density.
 
+**Checkpoints.** With ``checkpoint_dir`` (``ednn gen`` sets it to ``OUT.scf/``)
+the SCF of a record writes GPAW's state, wave functions included, to
+``scf-<key>.gpw`` there every ``checkpoint_seconds`` (atomically: a temporary
+file renamed over the last one). ``<key>`` hashes the structure and the
+settings, so a labelling run killed mid-record (a session's end, kill -9)
+and started again continues that record's SCF from the last checkpoint
+instead of from its first iteration; the file is removed once the record is
+in the dataset (:meth:`GpawLdosLabeller.committed`). A large cell's record
+(hours of SCF) thereby survives interruptions; the labels agree with an
+uninterrupted run within the SCF convergence criteria.
+
 Each record's ``info`` gets GPAW's Fermi level, free energy, energy extrapolated
 to zero width, eigenvalue band energy, electron count, the eigenvalues and
 k-point weights, grid shape, voxel volume, energy grid, broadening, electronic
@@ -34,8 +45,13 @@ temperature, the settings, the GPAW version and the seconds the record took.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import time
+import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -134,6 +150,11 @@ class GpawLdosLabeller(Labeller):
         the top four bands left unconverged and unused).
     txt : str, optional
         GPAW log file (None: silent).
+    checkpoint_dir : str or Path, optional
+        Folder of SCF checkpoints (see the module notes; None: none). Not a setting of the labels:
+        the same labels come with or without.
+    checkpoint_seconds : float
+        Seconds of SCF between two checkpoints (default 600; 0: after every iteration).
     """
 
     name = "gpaw-ldos"
@@ -157,6 +178,8 @@ class GpawLdosLabeller(Labeller):
         density_only: bool = False,
         convergence: dict | None = None,
         txt: str | None = None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_seconds: float = 600.0,
     ) -> None:
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
             raise InputError(f"electronic temperature must be > 0 K, got {temperature!r}")
@@ -202,6 +225,11 @@ class GpawLdosLabeller(Labeller):
         self.temperature = float(temperature)
         self.density_only = bool(density_only)
         self.txt = txt
+        if not (isinstance(checkpoint_seconds, (int, float)) and math.isfinite(checkpoint_seconds)
+                and checkpoint_seconds >= 0):
+            raise InputError(f"checkpoint_seconds must be a number of seconds >= 0, got {checkpoint_seconds!r}")
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.checkpoint_seconds = float(checkpoint_seconds)
         self.convergence = dict(convergence or {"density": 1e-6, "eigenstates": 1e-8, "bands": -4})
         super().__init__({
             "engine": "gpaw", "mode": mode, **({"ecut": float(ecut)} if mode == "pw" else {"basis": basis}),
@@ -287,29 +315,82 @@ class GpawLdosLabeller(Labeller):
         m = int(self.settings.get("grid_multiple", 1))
         return tuple(m * max(1, int(round(L / (m * h)))) for L in atoms.cell.lengths())  # type: ignore[return-value]
 
+    def checkpoint_path(self, atoms: Atoms) -> Path | None:
+        """The SCF checkpoint file of ``atoms`` under these settings (None without ``checkpoint_dir``)."""
+        if self.checkpoint_dir is None:
+            return None
+        h = hashlib.sha256()
+        for a in (atoms.numbers.astype(np.int64), atoms.positions.astype(np.float64),
+                  np.asarray(atoms.cell, dtype=np.float64), atoms.pbc.astype(np.int8)):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(json.dumps(self.settings, sort_keys=True, default=str).encode())
+        return self.checkpoint_dir / f"scf-{h.hexdigest()[:20]}.gpw"
+
+    def committed(self, atoms: Atoms) -> None:
+        """The record of ``atoms`` is safely in its dataset: remove its SCF checkpoint (and the folder, once empty)."""
+        path = self.checkpoint_path(atoms)
+        if path is None:
+            return
+        path.unlink(missing_ok=True)
+        if path.parent.is_dir() and not any(path.parent.iterdir()):
+            path.parent.rmdir()
+
+    def _resume(self, path: Path, at: Atoms) -> Any:
+        """GPAW's calculator restored from the checkpoint ``path`` of ``at``, set to continue its SCF; None if the
+        file cannot be read (a warning names it; the SCF then starts from scratch)."""
+        gpaw = _import_gpaw()
+        try:
+            calc = gpaw.GPAW(str(path), txt=self.txt)
+            ref = calc.atoms
+        except Exception as e:  # noqa: BLE001 - GPAW's reader raises many kinds; reported, not hidden
+            warnings.warn(f"SCF checkpoint {path} could not be read ({type(e).__name__}: {e}); this record's SCF "
+                          "starts from scratch (delete the file to silence this)", RuntimeWarning, stacklevel=3)
+            return None
+        same = (len(ref) == len(at) and (ref.numbers == at.numbers).all()
+                and np.abs(ref.positions - at.positions).max() < 1e-8 and np.abs(ref.cell - at.cell).max() < 1e-8)
+        if not same:
+            raise BackendError(f"SCF checkpoint {path} holds another structure than the one it is named for; "
+                               "delete it and label again")
+        at.positions = ref.positions  # GPAW's own copy (Bohr round trip): unchanged atoms, no re-initialisation
+        at.cell = ref.cell
+        calc.dft.results.clear()  # written mid-SCF: iterate on from the stored density and wave functions
+        return calc
+
     def run(self, atoms: Atoms) -> Any:
-        """The converged GPAW calculator of ``atoms`` (a copy; ``atoms`` is untouched)."""
+        """The converged GPAW calculator of ``atoms`` (a copy; ``atoms`` is untouched); ``at.info["scf_resumed"]``
+        says whether the SCF continued from a checkpoint (with ``checkpoint_dir``)."""
         self.check(atoms)
         gpaw = _import_gpaw()
         from gpaw import PW, FermiDirac  # noqa: PLC0415
 
         at = atoms.copy()
         at.pbc = True  # a periodic grid in both modes: a non-periodic direction has vacuum (checked), one k-point
-        valence = _valence_electrons(at, self.settings["xc"])
-        pw = self.settings["mode"] == "pw"
-        gpts = self.gpts(atoms)
-        calc = gpaw.GPAW(
-            **({"mode": PW(self.settings["ecut"])} if pw else {"mode": "lcao", "basis": self.settings["basis"]}),
-            **({"gpts": gpts} if gpts is not None else {} if pw else {"h": 0.2}),
-            xc=self.settings["xc"], kpts=self.gpaw_kpts(atoms),
-            occupations=FermiDirac(KB * self.temperature), symmetry={"point_group": False},
-            nbands=self.n_bands(at, valence), convergence=self.convergence, txt=self.txt,
-        )
+        for k in ("scf_resumed", "scf_checkpoints_written"):  # a relabelled record's old values are not this run's
+            at.info.pop(k, None)
+        path = self.checkpoint_path(atoms)
+        calc = self._resume(path, at) if path is not None and path.exists() else None
+        resumed = calc is not None
+        if calc is None:
+            valence = _valence_electrons(at, self.settings["xc"])
+            pw = self.settings["mode"] == "pw"
+            gpts = self.gpts(atoms)
+            calc = gpaw.GPAW(
+                **({"mode": PW(self.settings["ecut"])} if pw else {"mode": "lcao", "basis": self.settings["basis"]}),
+                **({"gpts": gpts} if gpts is not None else {} if pw else {"h": 0.2}),
+                xc=self.settings["xc"], kpts=self.gpaw_kpts(atoms),
+                occupations=FermiDirac(KB * self.temperature), symmetry={"point_group": False},
+                nbands=self.n_bands(at, valence), convergence=self.convergence, txt=self.txt,
+            )
+        if path is not None:
+            calc.hooks["scf_step"] = _Checkpointer(calc, path, self.checkpoint_seconds)
         at.calc = calc
         try:
             at.get_potential_energy()
         except Exception as e:  # noqa: BLE001 - GPAW raises many kinds; chained
             raise BackendError(f"GPAW failed on this {len(at)}-atom structure: {type(e).__name__}: {e}") from e
+        if path is not None:
+            at.info["scf_resumed"] = resumed
+            at.info["scf_checkpoints_written"] = calc.hooks["scf_step"].written
         return at
 
     def label(self, atoms: Atoms) -> dict[str, Any]:
@@ -371,6 +452,7 @@ class GpawLdosLabeller(Labeller):
             "gpaw_version": self.settings.get("gpaw_version", str(_import_gpaw().__version__)),
             "scf_seconds": t_scf,
             "seconds": time.perf_counter() - t0,
+            **{k: at.info[k] for k in ("scf_resumed", "scf_checkpoints_written") if k in at.info},
         }
         targets = {"density": density.reshape(ng).astype(np.float32)}
         if ldos is not None:
@@ -380,6 +462,27 @@ class GpawLdosLabeller(Labeller):
         lab["targets"] = targets
         lab["info"] = info
         return lab
+
+
+class _Checkpointer:
+    """GPAW ``scf_step`` hook: write the calculation to ``path`` (wave functions included) once ``seconds`` have
+    passed since the start or the last write; a temporary file renamed over ``path``, so a kill leaves either
+    the previous checkpoint or the new one."""
+
+    def __init__(self, calc: Any, path: Path, seconds: float) -> None:
+        self.calc, self.path, self.seconds = calc, path, seconds
+        self.last = time.monotonic()
+        self.written = 0
+
+    def __call__(self, ctx: Any) -> None:
+        if time.monotonic() - self.last < self.seconds:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        self.calc.write(str(tmp), mode="all")
+        os.replace(tmp, self.path)
+        self.written += 1
+        self.last = time.monotonic()
 
 
 def kohn_sham_states(calc: Any, n_bands: int) -> dict[str, Any]:
