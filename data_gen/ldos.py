@@ -69,6 +69,10 @@ JOBS: dict[str, tuple[int, float, float, int, int, float | None, float]] = {
     # models trained on the *_k40g sets)
     "al4_298K_Te933_k40g": (1, 298.0, 933.0, 6, 0, None, 40.0),
     "al4_298K_Te2000_k40g": (1, 298.0, 2000.0, 6, 0, None, 40.0),
+    # the size-transfer targets (issue 13, must-show 4): 108-atom cells on the Al32 sets' grid spacing (54^3),
+    # Gamma-centred 4^3 k-points. Hours of SCF per record (README): the labeller's SCF checkpoints in
+    # al108g_298K_Te298_k40g.h5.scf/ carry a record across interruptions
+    "al108g_298K_Te298_k40g": (3, 298.0, 298.0, 2, 12, AL_GRID_SPACING, 40.0),
 }
 
 #: jobs on Gamma-centred k-meshes (the labeller's default); the others keep the Monkhorst-Pack meshes they
