@@ -381,6 +381,11 @@ class GpawLdosLabeller(Labeller):
                 occupations=FermiDirac(KB * self.temperature), symmetry={"point_group": False},
                 nbands=self.n_bands(at, valence), convergence=self.convergence, txt=self.txt,
             )
+        if path is not None and not isinstance(getattr(calc, "hooks", None), dict):
+            warnings.warn(f"GPAW {gpaw.__version__}'s calculator ({type(calc).__name__}) takes no SCF hooks: this "
+                          "record's SCF is not checkpointed and restarts from scratch if killed (GPAW >= 25 has "
+                          "them)", RuntimeWarning, stacklevel=3)
+            path = None
         if path is not None:
             calc.hooks["scf_step"] = _Checkpointer(calc, path, self.checkpoint_seconds)
         at.calc = calc
