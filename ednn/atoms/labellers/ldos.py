@@ -332,6 +332,7 @@ class GpawLdosLabeller(Labeller):
         if path is None:
             return
         path.unlink(missing_ok=True)
+        path.with_name(path.name + ".tmp").unlink(missing_ok=True)  # left by a kill during a write
         if path.parent.is_dir() and not any(path.parent.iterdir()):
             path.parent.rmdir()
 
