@@ -70,6 +70,9 @@ __all__ = ["GpawLdosLabeller", "kpoint_mesh", "AL_ENERGY_GRID"]
 #: 6x6x6; s = 0.025 eV by 3 meV.
 AL_ENERGY_GRID = EnergyGrid(start=-5.0, spacing=0.025, n=580)
 
+#: The record info keys of a checkpointed SCF: whether it resumed from a checkpoint, how many it wrote.
+_SCF_INFO = ("scf_resumed", "scf_checkpoints_written")
+
 #: Vacuum (Angstrom) required across a non-periodic direction (computed periodically with one k-point).
 MIN_VACUUM = 10.0
 
@@ -366,7 +369,7 @@ class GpawLdosLabeller(Labeller):
 
         at = atoms.copy()
         at.pbc = True  # a periodic grid in both modes: a non-periodic direction has vacuum (checked), one k-point
-        for k in ("scf_resumed", "scf_checkpoints_written"):  # a relabelled record's old values are not this run's
+        for k in _SCF_INFO:  # a relabelled record's old values are not this run's
             at.info.pop(k, None)
         path = self.checkpoint_path(atoms)
         calc = self._resume(path, at) if path is not None and path.exists() else None
@@ -458,7 +461,7 @@ class GpawLdosLabeller(Labeller):
             "gpaw_version": self.settings.get("gpaw_version", str(_import_gpaw().__version__)),
             "scf_seconds": t_scf,
             "seconds": time.perf_counter() - t0,
-            **{k: at.info[k] for k in ("scf_resumed", "scf_checkpoints_written") if k in at.info},
+            **{k: at.info[k] for k in _SCF_INFO if k in at.info},
         }
         targets = {"density": density.reshape(ng).astype(np.float32)}
         if ldos is not None:
