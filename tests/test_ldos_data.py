@@ -67,6 +67,31 @@ def test_labeller_outputs_units_and_shapes(al4):
     assert GRID.start + 5 < info["fermi_level_eV"] < GRID.stop - 2
 
 
+def test_states_come_in_band_blocks_that_add_up_to_the_whole(al4):
+    """The wave functions are read a block of bands at a time (a large cell's would not fit in memory at once):
+    one band per block gives the density and the LDOS of all bands at once. Reading the states twice from one
+    calculation gives the same occupations (GPAW 26.7's get_occupation_numbers scales its own array in place)."""
+    from ednn.atoms.labellers.ldos import kohn_sham_states
+
+    atoms, _ = al4
+    calc = GpawLdosLabeller(temperature=298.0, energy_grid=GRID, **COARSE).run(atoms).calc
+    nb = calc.get_number_of_bands() - 4
+    sums = []
+    for block_bytes in (2**40, 1):  # everything at once; one band per block
+        st = kohn_sham_states(calc, nb, block_bytes=block_bytes)
+        density, ldos, blocks = 0.0, 0.0, []
+        for _s, _k, weight, eps, occ, psi2 in st["iter"]():
+            blocks.append(len(eps))
+            density = density + occ @ psi2
+            ldos = ldos + psi2.T @ (np.exp(-((GRID.energies[None, :] - eps[:, None]) / 0.3) ** 2) * weight)
+        sums.append((density, ldos, blocks, st["band_energy"]))
+    assert sums[0][2] == [nb] and sums[1][2] == [1] * nb
+    assert sums[1][3] == sums[0][3]
+    np.testing.assert_allclose(sums[1][0], sums[0][0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(sums[1][1], sums[0][1], rtol=1e-12, atol=1e-14)
+    assert sums[0][0].sum() * atoms.get_volume() / sums[0][0].size == pytest.approx(12.0, rel=1e-6)
+
+
 def test_dos_from_ldos_is_the_broadened_eigenvalue_dos(al4):
     """The LDOS summed over voxels is the Gaussian-broadened eigenvalue DOS (units, voxel volume, storage)."""
     _, lab = al4

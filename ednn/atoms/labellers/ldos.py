@@ -437,7 +437,7 @@ class GpawLdosLabeller(Labeller):
         ldos = None if self.density_only else np.zeros((density.size, self.grid.n))
         e_grid = self.grid.energies
         for _spin, _k, weight, eps, occ, psi2 in states["iter"]():
-            # psi2: (nb, Ng) renormalised |psi|^2 (each row sums to 1 / dv)
+            # one block of bands at a time; psi2: (n, Ng) renormalised |psi|^2 (each row sums to 1 / dv)
             density += occ @ psi2
             if ldos is not None:
                 g = gaussian(e_grid[None, :] - eps[:, None], self.width)  # (nb, nE)
@@ -494,7 +494,7 @@ class _Checkpointer:
         self.last = time.monotonic()
 
 
-def kohn_sham_states(calc: Any, n_bands: int) -> dict[str, Any]:
+def kohn_sham_states(calc: Any, n_bands: int, block_bytes: int = 256 * 2**20) -> dict[str, Any]:
     """The lowest ``n_bands`` Kohn-Sham states of a converged GPAW calculation, in the form the LDOS needs.
 
     Returns a dict with ``eigenvalues`` (n_spins, n_k, n_b) in eV, ``weights``
@@ -502,36 +502,49 @@ def kohn_sham_states(calc: Any, n_bands: int) -> dict[str, Any]:
     each k-point, ``band_energy`` (eV, sum of occupation x eigenvalue),
     ``shape`` of the wave-function grid, and ``iter()``, a generator of
     ``(spin, k, weight, eps, occ, psi2)`` with ``weight = (2 / n_spins) w_k``,
-    ``occ = weight x f_nk`` and ``psi2`` (n_b, N_grid) the renormalised
-    ``|psi_nk(r)|^2`` in 1/Angstrom^3.
+    ``occ = weight x f_nk`` and ``psi2`` (n, N_grid) the renormalised
+    ``|psi_nk(r)|^2`` in 1/Angstrom^3, for one block of ``n`` bands at a time
+    (``eps`` and ``occ`` of that block): the wave functions of a block hold at
+    most ``block_bytes``, so a large cell's states (a 178-atom sheet: 580 bands
+    on 1.6 million grid points, 15 GB at once) never all sit in memory.
     """
     ns = int(calc.get_number_of_spins())
     wk = np.asarray(calc.get_k_point_weights(), dtype=float)
     nk = len(wk)
     nb = int(n_bands)
     eps = np.array([[calc.get_eigenvalues(kpt=k, spin=s)[:nb] for k in range(nk)] for s in range(ns)])
-    occ_f = np.array([[calc.get_occupation_numbers(kpt=k, spin=s)[:nb] for k in range(nk)] for s in range(ns)])
-    # GPAW's occupation numbers include the k-point weight and the spin factor
+    # GPAW's raw occupations (0..1), copied, times the k-point weight and the spin factor. Not
+    # get_occupation_numbers(): GPAW 26.7 multiplies its stored occupations by that weight in place on
+    # every call, so a second call (a second kohn_sham_states of the same calculation) returned them doubled
+    # at Gamma and shrunk on a mesh
+    occ_f = np.array([[np.array(calc.get_occupation_numbers(kpt=k, spin=s, raw=True)[:nb], dtype=float)
+                       * (2.0 / ns) * wk[k] for k in range(nk)] for s in range(ns)])
     band_energy = float(np.sum(occ_f * eps))
     first = calc.dft.wave_functions(n1=0, n2=1, kpt=0, spin=0).data
     shape = tuple(int(n) for n in first.shape[1:])
     volume = calc.get_atoms().get_volume()
     dv = volume / np.prod(shape)
 
+    block = max(1, int(block_bytes) // (16 * int(np.prod(shape))))  # bands per block (complex128 worst case)
+
     def gen():
         for s in range(ns):
             for k in range(nk):
-                psi = calc.dft.wave_functions(n1=0, n2=nb, kpt=k, spin=s).data.reshape(nb, -1)
-                p2 = psi.real ** 2 + psi.imag ** 2 if np.iscomplexobj(psi) else psi ** 2
-                norms = p2.sum(axis=1) * dv
-                if np.any(norms < 0.5) or np.any(norms > 1.5):
-                    raise BackendError(
-                        f"pseudo wave-function norms at k-point {k} range {norms.min():.3f}-{norms.max():.3f}; "
-                        "expected about 1 (0.9-1.1): the grid or the GPAW API differs from what ednn expects"
-                    )
-                p2 /= norms[:, None]  # each state now carries one electron: sum_r p2 dv = 1
                 weight = 2.0 / ns * wk[k]
-                yield s, k, weight, eps[s, k], occ_f[s, k], p2
+                for n1 in range(0, nb, block):
+                    n2 = min(nb, n1 + block)
+                    psi = calc.dft.wave_functions(n1=n1, n2=n2, kpt=k, spin=s).data.reshape(n2 - n1, -1)
+                    p2 = psi.real ** 2 + psi.imag ** 2 if np.iscomplexobj(psi) else psi ** 2
+                    del psi
+                    norms = p2.sum(axis=1) * dv
+                    if np.any(norms < 0.5) or np.any(norms > 1.5):
+                        raise BackendError(
+                            f"pseudo wave-function norms at k-point {k} (bands {n1}-{n2 - 1}) range "
+                            f"{norms.min():.3f}-{norms.max():.3f}; expected about 1 (0.9-1.1): the grid or the GPAW "
+                            "API differs from what ednn expects"
+                        )
+                    p2 /= norms[:, None]  # each state now carries one electron: sum_r p2 dv = 1
+                    yield s, k, weight, eps[s, k, n1:n2], occ_f[s, k, n1:n2], p2
     return {"eigenvalues": eps, "weights": wk, "highest": eps[..., -1].min(axis=0), "band_energy": band_energy,
             "shape": shape, "n_spins": ns, "iter": gen}
 
