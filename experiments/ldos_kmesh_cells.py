@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ase.neighborlist import neighbor_list
 
 from ednn.atoms.labellers.ldos import GpawLdosLabeller, kohn_sham_states
 from ednn.data import Dataset
@@ -85,8 +86,15 @@ def score(out: dict, run: Path, labels: Path) -> None:
     model = load(str(run / "model"))
     model.symmetrize_fields = True
     role = roles(run)
+    shortest = {}
+    for stem in {k[0] for k in role}:
+        with Dataset(ROOT / "data" / "ldos" / f"{stem}.h5") as ds:
+            shortest.update({(stem, i): float(neighbor_list("d", ds[i], 3.5).min()) for i in range(len(ds))})
+    out["shortest_pair_trained_A"] = min(d for k, d in shortest.items() if role.get(k) == "train")
     for r in out["records"].values():
-        r["role"] = role.get((Path(r["data"]).stem, r["record"]), "held out")
+        key = (Path(r["data"]).stem, r["record"])
+        r["role"] = role.get(key, "held out")
+        r["shortest_pair_A"] = shortest[key]
         if "cnn_sym" in r:
             continue
         path = labels / r["data"]
@@ -94,6 +102,23 @@ def score(out: dict, run: Path, labels: Path) -> None:
             atoms, t_e = ds[r["record"]], float(ds.info(r["record"])["electronic_temperature_K"])
         e = ldos_errors(model, atoms, load_targets(str(path), ["ldos"])["ldos"][r["record"]], t_e)
         r["cnn_sym"] = {"mu_meV": e["fermi_level_meV"], "band_meV_per_atom": e["band_energy_meV_per_atom"]}
+    for r in out["records"].values():  # the model against the denser mesh: its error minus the label's
+        r["cnn_sym_vs_dense"] = {q: r["cnn_sym"][q] - r["dense_minus_label"][q] for q in r["cnn_sym"]}
+    held = [r for r in out["records"].values() if r["role"] in ("test", "held out")]
+    out["summary_held_out"] = {
+        "n": len(held), "bounds": {"mu_meV": 20.0, "band_meV_per_atom": 5.0},
+        **{f"{who}_{q}_within": sum(abs(r[who][q]) <= b for r in held)
+           for who in ("cnn_sym", "cnn_sym_vs_dense") for q, b in (("mu_meV", 20.0), ("band_meV_per_atom", 5.0))},
+        **{f"{who}_{q}_mean_abs": float(np.mean([abs(r[who][q]) for r in held])) if held else None
+           for who in ("cnn_sym", "cnn_sym_vs_dense", "dense_minus_label") for q in ("mu_meV", "band_meV_per_atom")},
+    }
+    print(f"{'record':26s} {'role':8s} {'d_min A':>7s} | k-error: mu, band | model vs 10^3: mu, band | vs dense")
+    for k, r in out["records"].items():
+        print(f"{k:26s} {r['role']:8s} {r['shortest_pair_A']:7.3f} | {r['dense_minus_label']['mu_meV']:+6.1f} "
+              f"{r['dense_minus_label']['band_meV_per_atom']:+6.2f} | {r['cnn_sym']['mu_meV']:+6.1f} "
+              f"{r['cnn_sym']['band_meV_per_atom']:+6.1f} | {r['cnn_sym_vs_dense']['mu_meV']:+6.1f} "
+              f"{r['cnn_sym_vs_dense']['band_meV_per_atom']:+6.1f}")
+    print(json.dumps(out["summary_held_out"]))
 
 
 def plot(out: dict, grid: EnergyGrid, path: Path) -> None:
