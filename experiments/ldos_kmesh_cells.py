@@ -111,6 +111,12 @@ def score(out: dict, run: Path, labels: Path) -> None:
            for who in ("cnn_sym", "cnn_sym_vs_dense") for q, b in (("mu_meV", 20.0), ("band_meV_per_atom", 5.0))},
         **{f"{who}_{q}_mean_abs": float(np.mean([abs(r[who][q]) for r in held])) if held else None
            for who in ("cnn_sym", "cnn_sym_vs_dense", "dense_minus_label") for q in ("mu_meV", "band_meV_per_atom")},
+        # how much of the model's error against the 10^3 labels is the labels' own k-error
+        "corr_mu_error_with_k_error": float(np.corrcoef([r["cnn_sym"]["mu_meV"] for r in held],
+                                                        [r["dense_minus_label"]["mu_meV"] for r in held])[0, 1])
+        if len(held) > 2 else None,
+        "mean_cnn_sym_vs_dense_mu_meV": float(np.mean([r["cnn_sym_vs_dense"]["mu_meV"] for r in held]))
+        if held else None,
     }
     print(f"{'record':26s} {'role':8s} {'d_min A':>7s} | k-error: mu, band | model vs 10^3: mu, band | vs dense")
     for k, r in out["records"].items():
@@ -153,7 +159,6 @@ def plot(out: dict, grid: EnergyGrid, path: Path) -> None:
         win = np.abs(e - mu) < 1.5
         axs[2].plot(e[win] - mu, np.asarray(r["label"]["dos"])[win] + 1.5 * j, "C0", lw=1)
         axs[2].plot(e[win] - mu, np.asarray(r["dense"]["dos"])[win] + 1.5 * j, "C1", lw=1)
-        axs[2].axvline(r["dense"]["mu_eV"] - mu, ymin=0, ymax=1, c="C1", lw=0.3)
         axs[2].text(-1.45, 1.5 * j + 2.0, f"{r['data'][4:8]}[{r['record']}]", fontsize=7)
     axs[2].plot([], [], "C0", label="10^3 k (training labels)")
     axs[2].plot([], [], "C1", label=f"{out['kpts_dense'][0]}^3 k")
