@@ -440,7 +440,7 @@ class GpawLdosLabeller(Labeller):
             # one block of bands at a time; psi2: (n, Ng) renormalised |psi|^2 (each row sums to 1 / dv)
             density += occ @ psi2
             if ldos is not None:
-                g = gaussian(e_grid[None, :] - eps[:, None], self.width)  # (nb, nE)
+                g = gaussian(e_grid[None, :] - eps[:, None], self.width)  # (n, nE)
                 ldos += psi2.T @ (g * weight)
         info = {
             "electronic_temperature_K": self.temperature,
