@@ -74,7 +74,7 @@ JOBS: dict[str, tuple[int, float, float, int, int, float | None, float]] = {
     # al108g_298K_Te298_k40g.h5.scf/ carry a record across interruptions
     "al108g_298K_Te298_k40g": (3, 298.0, 298.0, 2, 12, AL_GRID_SPACING, 40.0),
     # the Al4 sets once more (the same snapshots) on the Gamma-centred 14^3 mesh: at 10^3 the Fermi level of
-    # a 4-atom cell is off the 14^3 one by -11 to +20 meV, in step with the cell's distortion, and the band
+    # a 4-atom cell is off the 14^3 one by -30 to +20 meV, following the cell's own Fermi level, and the band
     # energy by a common ~4.6 meV/atom (experiments/ldos_kmesh_cells.py): too coarse for the 20 meV and
     # 5 meV/atom of issue 13's must-show 1. ~15 minutes of SCF per record on a free core
     "al4_298K_Te298_k56g": (1, 298.0, 298.0, 16, 0, None, 56.0),
