@@ -81,7 +81,6 @@ def score(out: dict, run: Path, labels: Path) -> None:
     """The model of ``run`` (fields symmetrized) against each record's 10^3-k label, in place: errors and role."""
     from ednn.predict.electronic import ldos_errors  # noqa: PLC0415
     from ednn.predict.model import load  # noqa: PLC0415
-    from ednn.train.sets import load_targets  # noqa: PLC0415
 
     model = load(str(run / "model"))
     model.symmetrize_fields = True
@@ -98,9 +97,10 @@ def score(out: dict, run: Path, labels: Path) -> None:
         if "cnn_sym" in r:
             continue
         path = labels / r["data"]
-        with Dataset(path) as ds:
-            atoms, t_e = ds[r["record"]], float(ds.info(r["record"])["electronic_temperature_K"])
-        e = ldos_errors(model, atoms, load_targets(str(path), ["ldos"])["ldos"][r["record"]], t_e)
+        with Dataset(path) as ds:  # this record's LDOS only, not the file's
+            atoms, label = ds[r["record"]], ds.target("ldos", r["record"])
+            t_e = float(ds.info(r["record"])["electronic_temperature_K"])
+        e = ldos_errors(model, atoms, label, t_e)
         r["cnn_sym"] = {"mu_meV": e["fermi_level_meV"], "band_meV_per_atom": e["band_energy_meV_per_atom"]}
     for r in out["records"].values():  # the model against the denser mesh: its error minus the label's
         r["cnn_sym_vs_dense"] = {q: r["cnn_sym"][q] - r["dense_minus_label"][q] for q in r["cnn_sym"]}

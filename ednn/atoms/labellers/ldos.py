@@ -511,14 +511,15 @@ def kohn_sham_states(calc: Any, n_bands: int, block_bytes: int = 256 * 2**20) ->
     ns = int(calc.get_number_of_spins())
     wk = np.asarray(calc.get_k_point_weights(), dtype=float)
     nk = len(wk)
+    wks = (2.0 / ns) * wk  # each k-point's weight with the spin degeneracy
     nb = int(n_bands)
     eps = np.array([[calc.get_eigenvalues(kpt=k, spin=s)[:nb] for k in range(nk)] for s in range(ns)])
     # GPAW's raw occupations (0..1), copied, times the k-point weight and the spin factor. Not
     # get_occupation_numbers(): GPAW 26.7 multiplies its stored occupations by that weight in place on
     # every call, so a second call (a second kohn_sham_states of the same calculation) returned them doubled
     # at Gamma and shrunk on a mesh
-    occ_f = np.array([[np.array(calc.get_occupation_numbers(kpt=k, spin=s, raw=True)[:nb], dtype=float)
-                       * (2.0 / ns) * wk[k] for k in range(nk)] for s in range(ns)])
+    occ_f = np.array([[np.array(calc.get_occupation_numbers(kpt=k, spin=s, raw=True)[:nb], dtype=float) * wks[k]
+                       for k in range(nk)] for s in range(ns)])
     band_energy = float(np.sum(occ_f * eps))
     first = calc.dft.wave_functions(n1=0, n2=1, kpt=0, spin=0).data
     shape = tuple(int(n) for n in first.shape[1:])
@@ -530,7 +531,6 @@ def kohn_sham_states(calc: Any, n_bands: int, block_bytes: int = 256 * 2**20) ->
     def gen():
         for s in range(ns):
             for k in range(nk):
-                weight = 2.0 / ns * wk[k]
                 for n1 in range(0, nb, block):
                     n2 = min(nb, n1 + block)
                     psi = calc.dft.wave_functions(n1=n1, n2=n2, kpt=k, spin=s).data.reshape(n2 - n1, -1)
@@ -544,7 +544,7 @@ def kohn_sham_states(calc: Any, n_bands: int, block_bytes: int = 256 * 2**20) ->
                             "API differs from what ednn expects"
                         )
                     p2 /= norms[:, None]  # each state now carries one electron: sum_r p2 dv = 1
-                    yield s, k, weight, eps[s, k, n1:n2], occ_f[s, k, n1:n2], p2
+                    yield s, k, wks[k], eps[s, k, n1:n2], occ_f[s, k, n1:n2], p2
     return {"eigenvalues": eps, "weights": wk, "highest": eps[..., -1].min(axis=0), "band_energy": band_energy,
             "shape": shape, "n_spins": ns, "iter": gen}
 
