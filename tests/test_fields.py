@@ -186,3 +186,26 @@ def test_resume_needs_a_checkpoint_and_the_same_config(tmp_path):
     assert json.load(open(tmp_path / "r" / "config.json")) == saved  # the run's config is untouched
     train(cfg, resume=True, structures=structs, fields=fields)  # the same config resumes (nothing left to do)
     assert json.load(open(tmp_path / "r" / "config.json")) == saved
+
+
+def test_size_spectrum_split_puts_a_tiled_field_on_the_small_cells_lattice():
+    """experiments/ldos_size_spectrum.py: the error of a field that is a small cell's field tiled 2x2x2 lies
+    on that cell's reciprocal lattice only; a cosine of the supercell's period lies off it, and removing the
+    off-lattice error leaves exactly the tiled part's."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / "ldos_size_spectrum.py"
+    spec = importlib.util.spec_from_file_location("ldos_size_spectrum", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    label = 1.0 + 0.1 * np.tile(rng.random((6, 6, 6)), (2, 2, 2))
+    tiled_err = 0.01 * np.tile(rng.standard_normal((6, 6, 6)), (2, 2, 2))
+    off = 0.02 * np.cos(2 * np.pi * np.arange(12) / 12)[:, None, None] * np.ones((12, 12, 12))
+    s = mod.split_error(label + tiled_err, label, (2, 2, 2))
+    assert s["error_power_off_lattice"] < 1e-25 and s["label_power_off_lattice"] < 1e-25
+    s = mod.split_error(label + tiled_err + off, label, (2, 2, 2))
+    assert np.isclose(s["mape_without_off_lattice_error_pct"], 100 * np.mean(np.abs(tiled_err) / label))
+    assert np.isclose(s["mape_without_on_lattice_error_pct"], 100 * np.mean(np.abs(off) / label))
+    assert mod.supercell_ratios(np.diag([8.08, 8.08, 12.12]), np.eye(3) * 4.04) == (2, 2, 3)
