@@ -90,6 +90,13 @@ def test_states_come_in_band_blocks_that_add_up_to_the_whole(al4):
     np.testing.assert_allclose(sums[1][0], sums[0][0], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(sums[1][1], sums[0][1], rtol=1e-12, atol=1e-14)
     assert sums[0][0].sum() * atoms.get_volume() / sums[0][0].size == pytest.approx(12.0, rel=1e-6)
+    # the density alone reads only the occupied bands: fewer states, the same density
+    st = kohn_sham_states(calc, nb, min_occupation=1e-14)
+    density, n_read = 0.0, 0
+    for _s, _k, _w, eps, occ, psi2 in st["iter"]():
+        density, n_read = density + occ @ psi2, n_read + len(eps)
+    assert 0 < n_read < nb * len(st["weights"])
+    np.testing.assert_allclose(density, sums[0][0], rtol=1e-12, atol=1e-14)
 
 
 def test_dos_from_ldos_is_the_broadened_eigenvalue_dos(al4):
