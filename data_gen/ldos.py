@@ -10,7 +10,7 @@ are the same structures as the first ones at 298 K::
     nohup nice python -m data_gen.ldos --out data/ldos > data/ldos.log 2>&1 &
     python -m data_gen.ldos --out data/ldos --jobs al4_298K_Te298 --n 2   # one job, fewer records
 
-The ``*_k40g`` and ``*_k56g`` jobs label on Gamma-centred k-meshes (the labeller's default), so that
+The ``*_k40g`` jobs label on Gamma-centred k-meshes (the labeller's default), so that
 a cell and its supercells sample the same k-points; the older jobs keep the
 Monkhorst-Pack meshes they were made with (``kpt_gamma=false``), which for an even
 mesh size put the Fermi level tens of meV elsewhere (experiments/ldos_kmesh.py).
@@ -73,17 +73,11 @@ JOBS: dict[str, tuple[int, float, float, int, int, float | None, float]] = {
     # Gamma-centred 4^3 k-points. Hours of SCF per record (README): the labeller's SCF checkpoints in
     # al108g_298K_Te298_k40g.h5.scf/ carry a record across interruptions
     "al108g_298K_Te298_k40g": (3, 298.0, 298.0, 2, 12, AL_GRID_SPACING, 40.0),
-    # the Al4 sets once more (the same snapshots) on the Gamma-centred 14^3 mesh: at 10^3 the Fermi level of
-    # a 4-atom cell is off the 14^3 one by -30 to +20 meV, following the cell's own Fermi level, and the band
-    # energy by a common ~4.6 meV/atom (experiments/ldos_kmesh_cells.py): too coarse for the 20 meV and
-    # 5 meV/atom of issue 13's must-show 1. ~15 minutes of SCF per record on a free core
-    "al4_298K_Te298_k56g": (1, 298.0, 298.0, 16, 0, None, 56.0),
-    "al4_933K_Te298_k56g": (1, 933.0, 298.0, 24, 1, None, 56.0),
 }
 
 #: jobs on Gamma-centred k-meshes (the labeller's default); the others keep the Monkhorst-Pack meshes they
 #: were made with (identical for odd meshes, such as the Al32 sets' 5^3)
-GAMMA_JOBS = {name for name in JOBS if name.endswith(("_k40g", "_k56g"))}
+GAMMA_JOBS = {name for name in JOBS if name.endswith("_k40g")}
 
 #: name -> (structure kind, atom-count range, records, seed): 2D sheets, electron density only on the 3D grid,
 #: LCAO (SHEET_OPTS). The defect builder's pristine cells hold at least 32 atoms.
