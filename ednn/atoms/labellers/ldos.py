@@ -514,7 +514,7 @@ def kohn_sham_states(calc: Any, n_bands: int, block_bytes: int = 256 * 2**20,
     the last one whose occupation (0..1) reaches it are not read. Each carries
     less than that fraction of an electron (1e-14: the density changes by less
     than 1e-12 relative), and reading a band's wave function is most of the
-    cost (an LCAO sheet's: ~4 s per band on 1.6 million points; 40 % of its
+    cost (an LCAO sheet's: 4-8 s per band on 1.25 million points; 40 % of its
     bands are empty).
     """
     ns = int(calc.get_number_of_spins())
