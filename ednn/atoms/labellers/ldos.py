@@ -508,7 +508,7 @@ def kohn_sham_states(calc: Any, n_bands: int, block_bytes: int = 256 * 2**20,
     ``|psi_nk(r)|^2`` in 1/Angstrom^3, for one block of ``n`` bands at a time
     (``eps`` and ``occ`` of that block): the wave functions of a block hold at
     most ``block_bytes``, so a large cell's states (a 178-atom sheet: 580 bands
-    on 1.6 million grid points, 15 GB at once) never all sit in memory.
+    on 1.25 million grid points, 12 GB at once) never all sit in memory.
 
     ``min_occupation`` (for the density alone): at each k-point, the bands above
     the last one whose occupation (0..1) reaches it are not read. Each carries
