@@ -477,3 +477,58 @@ def test_a_record_killed_mid_scf_resumes_from_its_checkpoint(tmp_path):
         assert np.abs(rho - ref["targets"]["density"]).max() < 1e-4 * rho.max()
         ldos = ds.target("ldos", 0)
         assert np.abs(ldos - ref["targets"]["ldos"]).max() < 1e-4 * ldos.max()
+
+
+def test_a_record_stopped_while_reading_its_states_goes_on_from_the_next_kpoint(tmp_path, monkeypatch):
+    """Reading a large record's states takes hours, so their sums are kept k-point by k-point beside the SCF
+    checkpoint (renamed into place, as the checkpoint): a record stopped after its first k-point (an exception
+    here; a kill -9 leaves the same files) restarts from its converged SCF checkpoint, reads only the k-points
+    left, and its labels equal an uninterrupted run's. Sums of another calculation are reported, not used."""
+    from ednn.atoms.labellers import ldos as mod
+
+    atoms = next(aluminium_snapshots(1, size=1, temperature=933.0, seed=4))
+    kw = {"temperature": 298.0, "energy_grid": GRID, "ecut": 150.0, "kpts": (1, 1, 2)}
+    ref = GpawLdosLabeller(**kw).label(atoms)
+    assert ref["info"]["states_resumed"] == 0 and len(ref["info"]["kpoint_weights"]) == 2
+    lab = GpawLdosLabeller(**kw, checkpoint_dir=tmp_path / "ck", checkpoint_seconds=0)
+    lab.prepare()
+    real = mod.kohn_sham_states
+
+    def stopping(calc, n, **opts):
+        st = real(calc, n, **opts)
+
+        def it(skip=()):
+            for item in st["iter"](skip):
+                yield item
+                if item[1] == 1:  # the second k-point's first block is summed: stop
+                    raise RuntimeError("stopped")
+        return {**st, "iter": it}
+
+    monkeypatch.setattr(mod, "kohn_sham_states", stopping)
+    with pytest.raises(RuntimeError, match="stopped"):
+        lab.label(atoms)
+    monkeypatch.setattr(mod, "kohn_sham_states", real)
+    sums = mod._states_path(lab.checkpoint_path(atoms))
+    with np.load(sums) as f:
+        assert f["done"].tolist() == [[0, 0]]
+    again = lab.label(atoms)
+    info = again["info"]
+    assert info["scf_resumed"] is True and info["states_resumed"] == 1
+    assert abs(info["fermi_level_eV"] - ref["info"]["fermi_level_eV"]) < 1e-4
+    for name in ("density", "ldos"):
+        a, b = again["targets"][name], ref["targets"][name]
+        assert np.abs(a - b).max() < 1e-4 * b.max()
+    # a file from another calculation: not used, and said so
+    with np.load(sums) as f:
+        other = {k: f[k] for k in f.files}
+    other["eigenvalues"] = other["eigenvalues"] + 0.1
+    with open(sums, "wb") as fh:
+        np.savez(fh, **other)
+    density, ldos = np.zeros_like(other["density"]), np.zeros_like(other["ldos"])
+    with pytest.warns(RuntimeWarning, match="not used"):
+        s = mod._StateSums(lab.checkpoint_path(atoms), 0.0, other["eigenvalues"] - 0.1, density, ldos)
+    assert s.resumed == 0 and not s.done and not density.any() and not ldos.any()
+    s = mod._StateSums(lab.checkpoint_path(atoms), 0.0, other["eigenvalues"], density, ldos)
+    assert s.resumed == 1 and density.any()  # the same file, matching eigenvalues: taken up
+    lab.committed(atoms)
+    assert not (tmp_path / "ck").exists()

@@ -35,7 +35,14 @@ and started again continues that record's SCF from the last checkpoint
 instead of from its first iteration; the file is removed once the record is
 in the dataset (:meth:`GpawLdosLabeller.committed`). A large cell's record
 (hours of SCF) thereby survives interruptions; the labels agree with an
-uninterrupted run within the SCF convergence criteria.
+uninterrupted run within the SCF convergence criteria. An SCF that wrote a
+checkpoint writes one more once converged. Reading the states into the density
+and the LDOS after it (hours on a large cell too: each band's wave function on
+the grid, at each k-point) keeps its sums so far in ``scf-<key>.states.npz``
+beside, written at a k-point's end once ``checkpoint_seconds`` have passed, so
+a restarted record goes on from the next k-point (``info["states_resumed"]``:
+the k-points taken from the file). The file's eigenvalues must match the
+resumed calculation's (1e-3 eV), or it is set aside with a warning.
 
 Each record's ``info`` gets GPAW's Fermi level, free energy, energy extrapolated
 to zero width, eigenvalue band energy, electron count, the eigenvalues and
@@ -71,7 +78,7 @@ __all__ = ["GpawLdosLabeller", "kpoint_mesh", "AL_ENERGY_GRID"]
 AL_ENERGY_GRID = EnergyGrid(start=-5.0, spacing=0.025, n=580)
 
 #: The record info keys of a checkpointed SCF: whether it resumed from a checkpoint, how many it wrote.
-_SCF_INFO = ("scf_resumed", "scf_checkpoints_written")
+_SCF_INFO = ("scf_resumed", "scf_checkpoints_written", "states_resumed")
 
 #: Vacuum (Angstrom) required across a non-periodic direction (computed periodically with one k-point).
 MIN_VACUUM = 10.0
@@ -334,8 +341,9 @@ class GpawLdosLabeller(Labeller):
         path = self.checkpoint_path(atoms)
         if path is None:
             return
-        path.unlink(missing_ok=True)
-        path.with_name(path.name + ".tmp").unlink(missing_ok=True)  # left by a kill during a write
+        for p in (path, _states_path(path)):
+            p.unlink(missing_ok=True)
+            p.with_name(p.name + ".tmp").unlink(missing_ok=True)  # left by a kill during a write
         if path.parent.is_dir() and not any(path.parent.iterdir()):
             path.parent.rmdir()
 
@@ -398,8 +406,11 @@ class GpawLdosLabeller(Labeller):
         except Exception as e:  # noqa: BLE001 - GPAW raises many kinds; chained
             raise BackendError(f"GPAW failed on this {len(at)}-atom structure: {type(e).__name__}: {e}") from e
         if path is not None:
+            hook = calc.hooks["scf_step"]
+            if hook.written or resumed:  # a long SCF: keep its converged state for what follows
+                hook.write()
             at.info["scf_resumed"] = resumed
-            at.info["scf_checkpoints_written"] = calc.hooks["scf_step"].written
+            at.info["scf_checkpoints_written"] = hook.written
         return at
 
     def label(self, atoms: Atoms) -> dict[str, Any]:
@@ -437,12 +448,17 @@ class GpawLdosLabeller(Labeller):
         density = np.zeros(int(np.prod(ng)))
         ldos = None if self.density_only else np.zeros((density.size, self.grid.n))
         e_grid = self.grid.energies
-        for _spin, _k, weight, eps, occ, psi2 in states["iter"]():
+        sums = _StateSums(self.checkpoint_path(atoms), self.checkpoint_seconds, states["eigenvalues"],
+                          density, ldos)
+        for spin, k, weight, eps, occ, psi2 in states["iter"](skip=sums.done):
             # one block of bands at a time; psi2: (n, Ng) renormalised |psi|^2 (each row sums to 1 / dv)
+            sums.at(spin, k)
             density += occ @ psi2
             if ldos is not None:
                 g = gaussian(e_grid[None, :] - eps[:, None], self.width)  # (n, nE)
                 ldos += psi2.T @ (g * weight)
+        sums.at(None, None)
+        at.info["states_resumed"] = sums.resumed
         info = {
             "electronic_temperature_K": self.temperature,
             "fermi_level_eV": float(calc.get_fermi_level()),
@@ -485,13 +501,79 @@ class _Checkpointer:
         self.written = 0
 
     def __call__(self, ctx: Any) -> None:
-        if time.monotonic() - self.last < self.seconds:
-            return
+        if time.monotonic() - self.last >= self.seconds:
+            self.write()
+
+    def write(self) -> None:
+        """Write the checkpoint now."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         self.calc.write(str(tmp), mode="all")
         os.replace(tmp, self.path)
         self.written += 1
+        self.last = time.monotonic()
+
+
+def _states_path(path: Path) -> Path:
+    """The file of the partial state sums beside the SCF checkpoint ``path``."""
+    return path.with_name(path.stem + ".states.npz")
+
+
+class _StateSums:
+    """The density (and LDOS) sums over k-points of one record, kept beside its SCF checkpoint (``path``; None:
+    not kept) at the end of a k-point once ``seconds`` have passed since the last write, and taken up again
+    (``done``, ``resumed``) if a file of the same calculation (its eigenvalues to 1e-3 eV) is there. ``at(s, k)``
+    is told the spin and k-point of each block in order (None, None at the end)."""
+
+    def __init__(self, path: Path | None, seconds: float, eigenvalues: np.ndarray, density: np.ndarray,
+                 ldos: np.ndarray | None) -> None:
+        self.path = None if path is None else _states_path(path)
+        self.seconds, self.eps = seconds, np.asarray(eigenvalues, dtype=float)
+        self.density, self.ldos = density, ldos
+        self.done: set[tuple[int, int]] = set()
+        self.current: tuple[int, int] | None = None
+        self.last = time.monotonic()
+        if self.path is not None and self.path.exists():
+            self._load()
+        self.resumed = len(self.done)
+
+    def _load(self) -> None:
+        try:
+            with np.load(self.path) as f:
+                eps, done = f["eigenvalues"], [tuple(int(x) for x in sk) for sk in f["done"]]
+                ok = (eps.shape == self.eps.shape and np.abs(eps - self.eps).max() < 1e-3
+                      and f["density"].shape == self.density.shape
+                      and ("ldos" in f) == (self.ldos is not None)
+                      and (self.ldos is None or f["ldos"].shape == self.ldos.shape))
+                if ok:
+                    self.density[:] = f["density"]
+                    if self.ldos is not None:
+                        self.ldos[:] = f["ldos"]
+                    self.done = set(done)
+                    return
+            reason = "it belongs to another calculation (eigenvalues or shapes differ)"
+        except Exception as e:  # noqa: BLE001 - numpy raises many kinds on a damaged file; reported, not hidden
+            reason = f"{type(e).__name__}: {e}"
+        warnings.warn(f"partial state sums {self.path} not used ({reason}); the states are read from the first "
+                      "k-point (delete the file to silence this)", RuntimeWarning, stacklevel=4)
+
+    def at(self, spin: int | None, k: int | None) -> None:
+        if (spin, k) == self.current:
+            return
+        if self.current is not None:
+            self.done.add(self.current)
+            if self.path is not None and spin is not None and time.monotonic() - self.last >= self.seconds:
+                self._write()
+        self.current = None if spin is None else (spin, k)
+
+    def _write(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        arrays = {"density": self.density, "eigenvalues": self.eps, "done": np.array(sorted(self.done))}
+        if self.ldos is not None:
+            arrays["ldos"] = self.ldos
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, self.path)
         self.last = time.monotonic()
 
 
@@ -509,6 +591,7 @@ def kohn_sham_states(calc: Any, n_bands: int, block_bytes: int = 256 * 2**20,
     (``eps`` and ``occ`` of that block): the wave functions of a block hold at
     most ``block_bytes``, so a large cell's states (a 178-atom sheet: 580 bands
     on 1.25 million grid points, 12 GB at once) never all sit in memory.
+    ``iter(skip)`` leaves out the (spin, k) pairs in ``skip``.
 
     ``min_occupation`` (for the density alone): at each k-point, the bands above
     the last one whose occupation (0..1) reaches it are not read. Each carries
@@ -542,9 +625,11 @@ def kohn_sham_states(calc: Any, n_bands: int, block_bytes: int = 256 * 2**20,
 
     block = max(1, int(block_bytes) // (16 * int(np.prod(shape))))  # bands per block (complex128 worst case)
 
-    def gen():
+    def gen(skip: Any = ()):
         for s in range(ns):
             for k in range(nk):
+                if (s, k) in skip:  # summed before (a resumed record)
+                    continue
                 for n1 in range(0, int(n_read[s, k]), block):
                     n2 = min(int(n_read[s, k]), n1 + block)
                     psi = calc.dft.wave_functions(n1=n1, n2=n2, kpt=k, spin=s).data.reshape(n2 - n1, -1)
