@@ -179,22 +179,34 @@ def _same_records(saved: list[str], given: list[str], n_saved: int) -> bool:
     return a == b or (same_start and sum(y[2] for y in b) == n_saved)
 
 
+def check_saved_config(cfg: dict, sections: tuple[str, ...], same_train=None) -> None:
+    """Stop unless the run in ``cfg["out"]`` was trained with ``cfg``'s ``sections``; ``data.train`` is compared
+    with ``same_train(saved, given)`` when given."""
+    saved = json.loads(Path(cfg["out"], "config.json").read_text())
+    for sec in sections:
+        diff = {k: (saved.get(sec, {}).get(k), v) for k, v in cfg[sec].items() if saved.get(sec, {}).get(k) != v
+                and not (sec == "data" and k == "train" and same_train and same_train(saved[sec][k], v))}
+        if diff:
+            raise SystemExit(f"--reuse: {cfg['out']} was trained with another {sec} config: {diff}")
+
+
+def load_trained(name: str, out: str):
+    """The model saved in ``out`` and the seconds of training its log records."""
+    import ednn
+
+    log = json.loads(Path(out, "log.json").read_text())
+    seconds = float(sum(r.get("time_s", 0.0) for r in (log if isinstance(log, list) else log.get("history", []))))
+    print(f"{name}: reused ({seconds:.0f} s of training)", flush=True)
+    return ednn.load(os.path.join(out, "model")), seconds
+
+
 def reuse(name: str, cfg: dict):
     """The model trained earlier in ``cfg["out"]`` (``--reuse``), after checking that it was trained with ``cfg``,
     and its training time from its log."""
-    import ednn
-
-    saved = json.loads(Path(cfg["out"], "config.json").read_text())
     n_saved = json.loads(Path(cfg["out"], "split.json").read_text())["n"]
-    for sec in ("data", "grid", "model", "train"):
-        diff = {k: (saved.get(sec, {}).get(k), v) for k, v in cfg[sec].items() if saved.get(sec, {}).get(k) != v
-                and not (sec == "data" and k == "train" and _same_records(saved[sec][k], v, n_saved))}
-        if diff:
-            raise SystemExit(f"--reuse: {cfg['out']} was trained with another {sec} config: {diff}")
-    log = json.loads(Path(cfg["out"], "log.json").read_text())
-    seconds = float(sum(r.get("time_s", 0.0) for r in (log if isinstance(log, list) else log.get("history", []))))
-    print(f"{name}: reused ({seconds:.0f} s of training)", flush=True)
-    return ednn.load(os.path.join(cfg["out"], "model")), seconds
+    check_saved_config(cfg, ("data", "grid", "model", "train"),
+                       lambda saved, given: _same_records(saved, given, n_saved))
+    return load_trained(name, cfg["out"])
 
 
 def train_mlp(x, y, minutes: float, seed: int = 0):

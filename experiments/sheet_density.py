@@ -150,25 +150,20 @@ def reuse_grown(name: str, cfg: dict):
     """The CNN trained earlier in ``cfg["out"]`` (``--reuse``) and its training seconds, after checking that it
     was trained with ``cfg`` on the same training file, which may have grown since (datasets only append, so its
     first ``split.json["n"]`` records are the ones the run split)."""
-    import ednn
+    from ldos_model import check_saved_config, load_trained
+
     from ednn.data import Dataset
 
     saved = json.loads(Path(cfg["out"], "config.json").read_text())
     n_saved = json.loads(Path(cfg["out"], "split.json").read_text())["n"]
-    for sec in ("grid", "model", "train"):
-        diff = {k: (saved.get(sec, {}).get(k), v) for k, v in cfg[sec].items() if saved.get(sec, {}).get(k) != v}
-        if diff:
-            raise SystemExit(f"--reuse: {cfg['out']} was trained with another {sec} config: {diff}")
+    check_saved_config(cfg, ("grid", "model", "train"))
     (f,) = cfg["data"]["train"]
     if Path(saved["data"]["train"]).name != Path(f).name:
         raise SystemExit(f"--reuse: {cfg['out']} was trained on {saved['data']['train']}, not on {f}")
     with Dataset(f) as ds:
         if len(ds) < n_saved:
             raise SystemExit(f"--reuse: {f} holds {len(ds)} records, fewer than the {n_saved} the run split")
-    log = json.loads(Path(cfg["out"], "log.json").read_text())
-    seconds = float(sum(r.get("time_s", 0.0) for r in (log if isinstance(log, list) else log.get("history", []))))
-    print(f"{name}: reused ({seconds:.0f} s of training)", flush=True)
-    return ednn.load(os.path.join(cfg["out"], "model")), seconds
+    return load_trained(name, cfg["out"])
 
 
 def main(argv: list[str] | None = None) -> int:
