@@ -179,15 +179,16 @@ def _same_records(saved: list[str], given: list[str], n_saved: int) -> bool:
     return a == b or (same_start and sum(y[2] for y in b) == n_saved)
 
 
-def check_saved_config(cfg: dict, sections: tuple[str, ...], same_train=None) -> None:
-    """Stop unless the run in ``cfg["out"]`` was trained with ``cfg``'s ``sections``; ``data.train`` is compared
-    with ``same_train(saved, given)`` when given."""
+def check_saved_config(cfg: dict, sections: tuple[str, ...], same_train=None) -> dict:
+    """The saved config of the run in ``cfg["out"]``; stop unless it was trained with ``cfg``'s ``sections``
+    (``data.train`` compared with ``same_train(saved, given)`` when given)."""
     saved = json.loads(Path(cfg["out"], "config.json").read_text())
     for sec in sections:
         diff = {k: (saved.get(sec, {}).get(k), v) for k, v in cfg[sec].items() if saved.get(sec, {}).get(k) != v
                 and not (sec == "data" and k == "train" and same_train and same_train(saved[sec][k], v))}
         if diff:
             raise SystemExit(f"--reuse: {cfg['out']} was trained with another {sec} config: {diff}")
+    return saved
 
 
 def load_trained(name: str, out: str):

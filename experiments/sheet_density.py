@@ -154,9 +154,8 @@ def reuse_grown(name: str, cfg: dict):
 
     from ednn.data import Dataset
 
-    saved = json.loads(Path(cfg["out"], "config.json").read_text())
+    saved = check_saved_config(cfg, ("grid", "model", "train"))
     n_saved = json.loads(Path(cfg["out"], "split.json").read_text())["n"]
-    check_saved_config(cfg, ("grid", "model", "train"))
     (f,) = cfg["data"]["train"]
     if Path(saved["data"]["train"]).name != Path(f).name:
         raise SystemExit(f"--reuse: {cfg['out']} was trained on {saved['data']['train']}, not on {f}")
@@ -190,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with Dataset(train_path) as ds:
         species = sorted({int(z) for i in range(len(ds)) for z in ds.numbers(i)})
+        n_records = len(ds)
         if len(ds) < 5:
             raise SystemExit(f"{train_path} holds {len(ds)} records: too few to split into train / val / test")
     models, t_train, cfgs = {}, {}, {}
@@ -205,8 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         models[name], t_train[name] = (reuse_grown if args.reuse else train_and_load)(name, cfg)
         cfgs[name] = cfg
     split = json.loads(Path(cfgs[args.variants[0]]["out"], "split.json").read_text())
-    with Dataset(train_path) as ds:
-        new = list(range(split["n"], len(ds)))  # labelled after the run (--reuse): never trained on
+    new = list(range(split["n"], n_records))  # labelled after the run (--reuse): never trained on
 
     def load(path, idx=None):
         with Dataset(path) as ds:
