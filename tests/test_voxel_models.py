@@ -306,6 +306,50 @@ def test_broaden_dataset_keeps_the_data_checks(al_ldos_set, tmp_path):
     assert all(r["dos_rel"] < 3e-4 for r in rep["records"]), [r["dos_rel"] for r in rep["records"]]
 
 
+def test_density_model_conserves_electrons_on_request_and_keeps_its_labels_temperature(al_ldos_set, tmp_path):
+    """A density model trained on gpaw-ldos records remembers the valence electrons and the labels' T_e:
+    `predict_density` is its field, and with conserve_electrons the field scaled to hold exactly the valence
+    electrons (a supercell's is the cell's tiled); another T_e, an LDOS array and a model without the counts
+    are refused, and an LDOS model is told to give its temperature."""
+    from ednn.data import Dataset
+    from ednn.errors import ModelError
+    from ednn.predict.electronic import predict_density
+    from ednn.train import train
+
+    path, _ = al_ldos_set
+    cfg = _ldos_config(path, tmp_path / "dens", epochs=2)
+    cfg["data"]["targets"] = ["density"]
+    m = train(cfg)
+    meta = m.meta["electronic"]
+    assert meta["valence"] == {"13": pytest.approx(3.0)} and "energy_grid" not in meta
+    t_e = meta["electronic_temperatures_K"][0]
+    with Dataset(path) as ds:
+        at = ds[0]
+    raw = m.predict_field(at, "density")[..., 0].astype(np.float64)
+    np.testing.assert_array_equal(m.predict_density(at), raw)
+    np.testing.assert_array_equal(m.predict_density(at, t_e), raw)
+    cons = m.predict_density(at, conserve_electrons=True)
+    dv = at.get_volume() / cons.size
+    held = raw.sum() * dv
+    assert cons.sum() * dv == pytest.approx(3.0 * len(at), rel=1e-12) and abs(held / (3.0 * len(at)) - 1) > 1e-4
+    np.testing.assert_allclose(cons, raw * (3.0 * len(at) / held), rtol=1e-12)
+    big = at.repeat((2, 1, 1))
+    np.testing.assert_allclose(m.predict_density(big, conserve_electrons=True), np.tile(cons, (2, 1, 1)), rtol=1e-5,
+                               atol=1e-6 * np.abs(cons).max())
+    with pytest.raises(InputError, match="one electronic temperature"):
+        m.predict_density(at, t_e + 500.0)
+    with pytest.raises(InputError, match="leave ldos out"):
+        predict_density(m, at, ldos=np.zeros(raw.shape + (3,)))
+    del m.meta["electronic"]
+    with pytest.raises(ModelError, match="valence electron counts"):
+        m.predict_density(at, conserve_electrons=True)
+    with pytest.raises(InputError, match="not recorded"):
+        m.predict_density(at, t_e)
+    lm, _, _ = _ldos_model()
+    with pytest.raises(InputError, match="give temperature"):
+        lm.predict_density(_al())
+
+
 def test_2d_field_model_refuses_a_bulk_cell_and_3d_a_sheet_without_vacuum():
     from ednn.atoms import structures as st
 

@@ -38,8 +38,8 @@ from ..electronic import (
 from ..errors import DatasetError, InputError
 from .reader import Dataset
 
-__all__ = ["check_electronic_targets", "validate_ldos_dataset", "validate_record", "ldos_metadata", "broaden_dataset",
-           "TOLERANCES"]
+__all__ = ["check_electronic_targets", "validate_ldos_dataset", "validate_record", "ldos_metadata",
+           "electron_counts_known", "broaden_dataset", "TOLERANCES"]
 
 #: Tolerances of the data checks (issue 12): relative electron count, relative DOS (max over the window,
 #: relative to the DOS maximum), Fermi level (eV), density mean absolute percentage error (%).
@@ -253,7 +253,18 @@ def _validate_density_only(ds: Dataset, path: Any, on_record: Any) -> dict[str, 
                       "density_min": min(r["density_min"] for r in records)}}
 
 
-def ldos_metadata(paths: str | os.PathLike | list) -> dict[str, Any]:
+def electron_counts_known(paths: str | os.PathLike | list) -> bool:
+    """Whether every record of ``paths`` carries its electron count (``info["n_electrons"]``, as gpaw-ldos
+    records do): what :func:`ldos_metadata` needs to solve the valence electrons per element."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    for p in paths:
+        with Dataset(p) as ds:
+            if not all("n_electrons" in ds.info(i) for i in range(len(ds))):
+                return False
+    return True
+
+
+def ldos_metadata(paths: str | os.PathLike | list, ldos: bool = True) -> dict[str, Any]:
     """What a model trained on the LDOS of ``paths`` must remember to turn its predictions into physics.
 
     Returns
@@ -264,6 +275,9 @@ def ldos_metadata(paths: str | os.PathLike | list) -> dict[str, Any]:
         reproduce every count to 1e-6), ``electronic_temperatures_K`` (of the labels), and what the
         LDOS-moment loss terms of training refer to: ``fermi_level_eV`` (the median of the records' DFT
         Fermi levels) and ``electron_density`` (all valence electrons over all cell volumes, 1/A^3).
+        With ``ldos=False`` (a model of the density alone, trained on density-only gpaw-ldos records): no
+        ``energy_grid`` or ``broadening_eV`` (such files need none); the rest as above, the valence counts
+        being what lets the model's density be scaled to a structure's electrons.
     """
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     grid = None
@@ -271,15 +285,17 @@ def ldos_metadata(paths: str | os.PathLike | list) -> dict[str, Any]:
     rows, mus, volume = [], [], 0.0
     for p in paths:
         with Dataset(p) as ds:
-            g = ds.metadata.get("energy_grid")
-            if g is None:
-                raise DatasetError(f"{p} has no energy_grid in its metadata: it is not an ednn LDOS dataset "
-                                   "(make it with the gpaw-ldos labeller)")
-            g = EnergyGrid.from_dict(g)
-            if grid is not None and g != grid:
-                raise DatasetError(f"{p} has the energy grid {g.to_dict()} but {paths[0]} has {grid.to_dict()}; "
-                                   "an LDOS model needs one energy grid: relabel, or train on one grid's files")
-            grid = g
+            if ldos:
+                g = ds.metadata.get("energy_grid")
+                if g is None:
+                    raise DatasetError(f"{p} has no energy_grid in its metadata: it is not an ednn LDOS dataset "
+                                       "(make it with the gpaw-ldos labeller)")
+                g = EnergyGrid.from_dict(g)
+                if grid is not None and g != grid:
+                    raise DatasetError(f"{p} has the energy grid {g.to_dict()} but {paths[0]} has "
+                                       f"{grid.to_dict()}; an LDOS model needs one energy grid: relabel, or train "
+                                       "on one grid's files")
+                grid = g
             for i in range(len(ds)):
                 info = ds.info(i)
                 if "n_electrons" not in info:
@@ -300,11 +316,14 @@ def ldos_metadata(paths: str | os.PathLike | list) -> dict[str, Any]:
     val, *_ = np.linalg.lstsq(a, np.array(n_el), rcond=None)
     if np.abs(a @ val - np.array(n_el)).max() > 1e-6:
         raise DatasetError(f"the electron counts of {paths} are not a fixed number of valence electrons per "
-                           "element (charged cells, or several setups?); ednn's LDOS models need neutral cells")
-    return {"energy_grid": grid.to_dict(), "broadening_eV": sorted(widths)[0] if len(widths) == 1 else sorted(widths),
-            "valence": {str(z): float(v) for z, v in zip(species, val, strict=True)},
-            "electronic_temperatures_K": sorted(temps),
-            "fermi_level_eV": float(np.median(mus)) if mus else None, "electron_density": sum(n_el) / volume}
+                           "element (charged cells, or several setups?); ednn's electronic models need neutral cells")
+    out = {"valence": {str(z): float(v) for z, v in zip(species, val, strict=True)},
+           "electronic_temperatures_K": sorted(temps),
+           "fermi_level_eV": float(np.median(mus)) if mus else None, "electron_density": sum(n_el) / volume}
+    if ldos:
+        out = {"energy_grid": grid.to_dict(),
+               "broadening_eV": sorted(widths)[0] if len(widths) == 1 else sorted(widths), **out}
+    return out
 
 
 def broaden_dataset(src: str | os.PathLike, dst: str | os.PathLike, width: float, progress: bool = False) -> dict:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..electronic import EnergyGrid, electronic_properties, occupation_weights
 from ..errors import InputError, ModelError
-from ..properties import LDOS
+from ..properties import DENSITY, LDOS
 
 __all__ = ["energy_grid", "n_electrons_of", "predict_ldos", "predict_density", "electronic_structure", "ldos_errors",
            "density_errors", "free_energy_change", "free_energy"]
@@ -52,19 +52,28 @@ def energy_grid(model) -> EnergyGrid:
 
 
 def n_electrons_of(model, atoms: Any) -> float:
-    """Valence electrons of ``atoms`` (those of the DFT setups the model was trained on)."""
-    val = _meta(model)["valence"]
+    """Valence electrons of ``atoms`` (those of the DFT setups the model was trained on): an LDOS model's, or a
+    density model's trained on gpaw-ldos records (both store the counts per element)."""
+    if LDOS.key in model.fields:
+        val = _meta(model)["valence"]
+    else:
+        val = (model.meta.get("electronic") or {}).get("valence")
+        if val is None:
+            raise ModelError("this model carries no valence electron counts (model.meta['electronic']['valence']): "
+                             "it was trained from arrays or on records without their electron counts. Set "
+                             "model.meta['electronic'] = ednn.data.ldos.ldos_metadata(<gpaw-ldos training files>, "
+                             "ldos=False) and save it again")
     numbers = np.asarray(atoms.numbers)
     missing = sorted({int(z) for z in numbers} - {int(z) for z in val})
     if missing:
-        raise InputError(f"elements {missing} were not in this LDOS model's training data (it knows "
+        raise InputError(f"elements {missing} were not in this model's training data (it knows "
                          f"{sorted(int(z) for z in val)}); it cannot count their electrons")
     return float(sum(val[str(int(z))] for z in numbers))
 
 
 def _check_bulk(model, atoms: Any) -> None:
     if model.dim == 3 and not np.all(atoms.pbc):
-        raise InputError("this 3D LDOS model needs a periodic cell (pbc = True along all three vectors); "
+        raise InputError("this 3D per-voxel model needs a periodic cell (pbc = True along all three vectors); "
                          "put the structure in a cell (with vacuum where it is not periodic) and set pbc=True")
 
 
@@ -168,10 +177,51 @@ def _electronic_structure_readout(model, atoms: Any, temperature: float, grid: E
     return out
 
 
-def predict_density(model, atoms: Any, temperature: float, ldos: np.ndarray | None = None) -> np.ndarray:
-    """The electron density ``(N1, N2, N3)`` in 1/Angstrom^3 at electronic temperature ``temperature`` (K),
-    from the predicted LDOS at the Fermi level that holds the structure's valence electrons."""
-    return electronic_structure(model, atoms, temperature, ldos=ldos)["density"]
+def predict_density(model, atoms: Any, temperature: float | None = None, ldos: np.ndarray | None = None,
+                    conserve_electrons: bool = False) -> np.ndarray:
+    """The electron density ``(N1, N2, N3)`` in 1/Angstrom^3 on the model's field grid.
+
+    An LDOS model (``data.targets: [ldos]``): from the predicted LDOS (or ``ldos``, an earlier
+    :func:`predict_ldos` of the structure) at electronic temperature ``temperature`` (K, required), at the
+    Fermi level that holds the structure's valence electrons: they are conserved by construction.
+
+    A density model (``data.targets: [density]``): its predicted field, at the electronic temperature of its
+    labels; ``temperature``, if given, must be that one (a density model cannot move it: an LDOS model can).
+    The network's density is not constrained to hold the structure's electrons (off by about a percent on
+    the sheet data); ``conserve_electrons=True`` scales it by ``N_valence / integral``, so that it holds them
+    exactly. That needs the valence counts, which training on gpaw-ldos records stores.
+    """
+    if LDOS.key in model.fields:
+        if temperature is None:
+            raise InputError("an LDOS model's density depends on the electronic temperature: give temperature= "
+                             "(K), e.g. that of the labels, model.meta['electronic']['electronic_temperatures_K']")
+        return electronic_structure(model, atoms, temperature, ldos=ldos)["density"]
+    if DENSITY.key not in model.fields:
+        raise ModelError(f"this model predicts {sorted(model.fields) or 'no per-voxel field'}, neither the LDOS nor "
+                         "the density; train one with data.targets: [density] or [ldos]")
+    if ldos is not None:
+        raise InputError("ldos= is the predicted LDOS of an LDOS model; this model predicts the density directly: "
+                         "leave ldos out")
+    if model.dim != 3:
+        raise ModelError("predict_density is for 3D voxel models (a density in 1/A^3); this 2D model's field is "
+                         "model.predict_field(atoms, 'density')")
+    if temperature is not None:
+        temps = (model.meta.get("electronic") or {}).get("electronic_temperatures_K") or []
+        if not any(abs(float(temperature) - t) <= 1e-6 * max(t, 1.0) for t in temps):
+            known = f"that of its labels, {temps} K" if temps else "that of its labels (not recorded: trained from arrays)"
+            raise InputError(f"this density model predicts the density at one electronic temperature, {known}, not "
+                             f"at {temperature} K: leave temperature out, or train an LDOS model (data.targets: "
+                             "[ldos]) to reach other temperatures")
+    _check_bulk(model, atoms)
+    rho = np.asarray(model.predict_field(atoms, DENSITY.key)[..., 0], dtype=np.float64)
+    if conserve_electrons:
+        n_e = n_electrons_of(model, atoms)
+        held = float(rho.sum()) * _voxel_volume(atoms, rho[..., None])
+        if not held > 0:
+            raise InputError(f"the predicted density holds {held:.4g} electrons: it cannot be scaled to the "
+                             f"structure's {n_e:g}")
+        rho *= n_e / held
+    return rho
 
 
 def ldos_errors(model, atoms: Any, label: np.ndarray, temperature: float, ldos: np.ndarray | None = None,

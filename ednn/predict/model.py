@@ -493,11 +493,14 @@ class EnergyModel(HasDomain):
 
         return predict_ldos(self, atoms, method)
 
-    def predict_density(self, atoms: Any, temperature: float) -> np.ndarray:
-        """The electron density (1/A^3) from the LDOS at electronic temperature ``temperature`` (K)."""
+    def predict_density(self, atoms: Any, temperature: float | None = None,
+                        conserve_electrons: bool = False) -> np.ndarray:
+        """The electron density (1/A^3): an LDOS model's at electronic temperature ``temperature`` (K), a
+        density model's field, with ``conserve_electrons`` scaled to the structure's valence electrons
+        (:func:`ednn.predict.electronic.predict_density`)."""
         from .electronic import predict_density  # noqa: PLC0415
 
-        return predict_density(self, atoms, temperature)
+        return predict_density(self, atoms, temperature, conserve_electrons=conserve_electrons)
 
     def electronic_structure(self, atoms: Any, temperature: float, ldos: np.ndarray | None = None) -> dict[str, Any]:
         """DOS, Fermi level, band energy, -TS, electrons and density at ``temperature`` (K) from the

@@ -21,7 +21,7 @@ from ..data import split_indices
 from ..errors import ConfigError, DatasetError
 from ..image.grid import GridSpec, species_from
 from ..predict.model import EnergyModel
-from ..properties import ENERGY, LDOS
+from ..properties import DENSITY, ENERGY, LDOS
 from .callbacks import Callback, _atomic_write_text
 from .loop import fit, get_run_backend, seed_everything
 from .sets import _numbers_holder, load_forces, load_structures, load_targets, structures_to_set
@@ -247,10 +247,13 @@ def train(config: str | dict[str, Any] | None = None, resume: bool = False, stru
     cfg["model"] = model_cfg
     grid = make_grid(cfg["grid"], structures, model_cfg)
     model = EnergyModel.create(model_cfg, grid, seed=cfg["seed"])
-    if LDOS.key in voxel and d["train"] and structures_from_files:  # the physics that turns the LDOS into energies
-        from ..data.ldos import ldos_metadata  # noqa: PLC0415
+    if d["train"] and structures_from_files and voxel:
+        from ..data.ldos import electron_counts_known, ldos_metadata  # noqa: PLC0415
 
-        model.meta["electronic"] = ldos_metadata(d["train"])
+        if LDOS.key in voxel:  # the physics that turns the LDOS into energies
+            model.meta["electronic"] = ldos_metadata(d["train"])
+        elif DENSITY.key in voxel and electron_counts_known(d["train"]):  # valence counts: conserve electrons
+            model.meta["electronic"] = ldos_metadata(d["train"], ldos=False)
     prog = t["progress"] and backend.is_chief
     ts = structures_to_set(model, pick(structures, tr_idx), None if energies is None else energies[tr_idx],
                            progress=prog, desc="rasterize train", forces=pick(forces, tr_idx),
