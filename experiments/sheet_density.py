@@ -20,7 +20,8 @@ Models, all fitted to the same training records:
 
 Metric (``ednn.predict.electronic.density_errors``): the density MAPE over the voxels where the label
 exceeds 1 % of its maximum, the electrons of the predicted density against the label's, per record; on the
-split's test records and on every _x4 record. Output ``experiments/results/<results>.{json,png}``::
+split's test records and on every _x4 record. ``<model>_ne``: the same model's density scaled to the cell's
+valence electrons (``predict_density(..., conserve_electrons=True)`` for the CNNs; ``atoms`` always is). Output ``experiments/results/<results>.{json,png}``::
 
     nice python experiments/sheet_density.py --minutes 40
 """
@@ -243,10 +244,13 @@ def main(argv: list[str] | None = None) -> int:
             t1 = time.perf_counter()
             preds[name] = m.predict_field(at, "density")[..., 0]
             secs[name] = time.perf_counter() - t1
+            # the same field scaled to the cell's valence electrons (the library's own call)
+            preds[f"{name}_ne"] = m.predict_density(at, conserve_electrons=True)
         sup = (radial_design(at, rho.shape, species) @ profiles).reshape(rho.shape)
         preds["atoms"] = sup * n_e / (sup.sum() * dv)  # normalised to the electron count, as a user would
         if mlp is not None:
             preds["mlp"] = mlp(local_features(at, rho.shape, species)).reshape(rho.shape)
+            preds["mlp_ne"] = preds["mlp"] * n_e / (preds["mlp"].sum() * dv)
         row = {"role": role, "formula": at.get_chemical_formula(), "n_atoms": len(at),
                "defect": info.get("defect"), "gpaw_seconds": info.get("label_seconds"),
                "predict_seconds": secs, "label_electrons_pct": 100 * (rho.sum() * dv - n_e) / n_e}
@@ -261,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         print(role, row["formula"], {n: round(row[n]["density_mape_pct"], 2) for n in preds}, flush=True)
 
     names = [*models, "atoms"] + (["mlp"] if mlp is not None else [])
+    names += [f"{n}_ne" for n in names if n != "atoms"]  # those scaled to the electron count ("atoms" is)
     keys = ("density_mape_pct", "electrons_pct", "rmse")
 
     def summary(sel):
