@@ -336,6 +336,24 @@ def test_density_model_conserves_electrons_on_request_and_keeps_its_labels_tempe
     big = at.repeat((2, 1, 1))
     np.testing.assert_allclose(m.predict_density(big, conserve_electrons=True), np.tile(cons, (2, 1, 1)), rtol=1e-5,
                                atol=1e-6 * np.abs(cons).max())
+    # `ednn predict` with the density model: electrons per structure, a slice figure and a cube file each
+    import subprocess
+    import sys
+
+    from ase.io.cube import read_cube_data
+    from ase.units import Bohr
+
+    res = subprocess.run([sys.executable, "-m", "ednn.cli", "predict", str(tmp_path / "dens" / "model"), str(path),
+                          "--conserve-electrons", "--plots", str(tmp_path / "plots"), "--cube", str(tmp_path / "cube"),
+                          "-o", str(tmp_path / "d.csv")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = (tmp_path / "d.csv").read_text().strip().splitlines()
+    assert rows[0] == "index,n_atoms,n_electrons,n_electrons_valence,density_max_per_A3" and len(rows) == 4
+    assert [float(v) for v in rows[1].split(",")[1:4]] == pytest.approx([4, 12.0, 12.0], rel=1e-6)
+    data, cube_atoms = read_cube_data(str(tmp_path / "cube" / "density_0.cube"))
+    np.testing.assert_allclose(data / Bohr**3, cons, rtol=1e-4, atol=1e-6 * cons.max())
+    np.testing.assert_allclose(cube_atoms.positions, at.positions, atol=1e-5)
+    assert (tmp_path / "plots" / "density_2.png").stat().st_size > 0
     with pytest.raises(InputError, match="one electronic temperature"):
         m.predict_density(at, t_e + 500.0)
     with pytest.raises(InputError, match="leave ldos out"):

@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
                             "density, neighbour distances) instead of stopping; overlapping atoms still stop")
         parser.add_argument("--temperature", type=float, default=None, metavar="K",
                             help="LDOS models: electronic temperature of the derived properties (default: the "
-                                 "labels' temperature)")
+                                 "labels' temperature); density models predict at their labels' only")
         parser.add_argument("--shift-average", type=int, default=None, metavar="K",
                             help="average energies (and forces) over K^d sub-pixel translations: translation "
                                  "invariance at K^d times the cost (default: the model's model.shift_average)")
@@ -90,7 +90,14 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
                                  "the free energy F(T_e) = E_0 + [E_band - TS](T_e) - E_band(0) of the predicted "
                                  "LDOS (frozen-LDOS approximation) to the CSV")
         parser.add_argument("--plots", metavar="DIR", default=None,
-                            help="LDOS models: write dos_<i>.<format> and density_<i>.<format> per structure here")
+                            help="LDOS models: write dos_<i>.<format> and density_<i>.<format> per structure here; "
+                                 "density models: density_<i>.<format>")
+        parser.add_argument("--conserve-electrons", action="store_true",
+                            help="density models: scale each predicted density to the structure's valence electrons "
+                                 "(predict_density(..., conserve_electrons=True))")
+        parser.add_argument("--cube", metavar="DIR", default=None,
+                            help="per-voxel models: write each structure's predicted density to DIR/density_<i>.cube "
+                                 "(Gaussian cube, electrons/Bohr^3 as is the convention; VESTA, Ovito, ASE read it)")
         parser.add_argument("--zoom", type=int, default=1024, metavar="PX",
                             help="with --map: side of the full-resolution window at the centre drawn beside the "
                             "map and saved as energy_zoom.npy (default 1024; 0: none)")
@@ -293,9 +300,49 @@ def _predict_electronic(model, structs, args: argparse.Namespace) -> int:
                      fermi_level=es["fermi_level"], title=f"structure {i}, T_e = {t_e:g} K")
             density_slice_plot({"ednn": es["density"]}, os.path.join(args.plots, f"density_{i}.{fmt}"),
                                title=f"structure {i}: density, slice z = 0")
+        if args.cube:
+            _write_cube(args.cube, i, at, es["density"])
     _write_csv(lines, args.output)
     print(f"{len(structs)} structures: LDOS and electronic structure at {t_e:g} K in {time.time() - t0:.2f} s",
           file=sys.stderr)
+    return 0
+
+
+def _write_cube(folder: str, i: int, atoms, density) -> None:
+    """``folder/density_<i>.cube``: the density (1/A^3) in electrons/Bohr^3, written atomically."""
+    from ase.io.cube import write_cube
+    from ase.units import Bohr
+
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"density_{i}.cube")
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        write_cube(fh, atoms, data=np.asarray(density) * Bohr**3)
+    os.replace(tmp, path)
+
+
+def _predict_density(model, structs, args: argparse.Namespace) -> int:
+    """``ednn predict`` with a density model: per structure the electrons the predicted density holds (and the
+    valence count, where the model knows it) in a CSV; --plots a density slice, --cube the field."""
+    from ..plots import density_slice_plot
+    from ..predict.electronic import n_electrons_of
+    from ..workflows.evaluate import _as_atoms
+
+    known = "valence" in (model.meta.get("electronic") or {})
+    lines = ["index,n_atoms,n_electrons,n_electrons_valence,density_max_per_A3"]
+    t0 = time.time()
+    for i, s in enumerate(structs):
+        at = _as_atoms(s)
+        rho = model.predict_density(at, args.temperature, conserve_electrons=args.conserve_electrons)
+        held = float(rho.sum()) * abs(at.cell.volume) / rho.size
+        lines.append(f"{i},{len(at)},{held:.6f},{f'{n_electrons_of(model, at):g}' if known else ''},{rho.max():.6g}")
+        if args.plots:
+            density_slice_plot({"ednn": rho}, os.path.join(args.plots, f"density_{i}.{args.format}"),
+                               title=f"structure {i}: density, slice z = 0")
+        if args.cube:
+            _write_cube(args.cube, i, at, rho)
+    _write_csv(lines, args.output)
+    print(f"{len(structs)} structures: density in {time.time() - t0:.2f} s", file=sys.stderr)
     return 0
 
 
@@ -331,8 +378,15 @@ def _predict(args: argparse.Namespace) -> int:
         return _predict_map(model, args)
     structs, E = load_structures(args.structures, need_energy=False)
     _check_domain(model, structs, args.force)
-    if getattr(model, "energy_output", True) is None and "ldos" in getattr(model, "fields", {}):
+    fields = getattr(model, "fields", {})
+    if getattr(model, "energy_output", True) is None and "ldos" in fields:
         return _predict_electronic(model, structs, args)
+    if getattr(model, "energy_output", True) is None and "density" in fields:
+        return _predict_density(model, structs, args)
+    for opt in ("conserve_electrons", "cube"):
+        if getattr(args, opt):
+            raise InputError(f"--{opt.replace('_', '-')} is for models of the LDOS or the density; {args.model} "
+                             "predicts energies: leave it out")
     t0 = time.time()
     from ..predict.ensemble import Ensemble
 
