@@ -231,6 +231,31 @@ def test_sheet_density_on_a_3d_grid_with_vacuum(tmp_path):
         assert rep["records"][0]["electrons"] == pytest.approx(32.0, rel=1e-6)
 
 
+def test_lcao_density_from_the_density_matrix_equals_the_states_sum():
+    """Density-only LCAO labels take the density from GPAW's density-matrix routine (a pass over the grid per
+    k-point) instead of each state's wave function (a pass per band): the two agree to round-off on a k-mesh
+    with complex Bloch phases and at Gamma alone, hold the valence electrons, and the record says which made it."""
+    from ednn.atoms import structures as st
+    from ednn.atoms.labellers.ldos import kohn_sham_states, lcao_density
+
+    sheet = next(st.generate("hbn", 1, 0, n_atoms=(8, 8)))
+    lab = GpawLdosLabeller(temperature=298.0, density_only=True, kpt_density=12.0, grid_spacing=0.3, mode="lcao")
+    calc = lab.run(sheet).calc
+    states = kohn_sham_states(calc, calc.get_number_of_bands() - 4)
+    assert len(states["weights"]) == 5  # 3x3 mesh, time reversal: Gamma and 4 complex k-points
+    ref = np.zeros(int(np.prod(states["shape"])))
+    for _, _, _, _, occ, psi2 in states["iter"]():
+        ref += occ @ psi2
+    fast = lcao_density(calc, states["occupations"], states["shape"]).ravel()
+    assert np.abs(fast - ref).max() < 1e-10 * ref.max()
+    assert fast.sum() * sheet.get_volume() / fast.size == pytest.approx(32.0, rel=1e-10)
+    gamma = GpawLdosLabeller(temperature=298.0, density_only=True, kpt_density=4.0, grid_spacing=0.3, mode="lcao")
+    out = gamma.label(sheet)  # real wave functions at Gamma
+    assert out["info"]["density_from"] == "lcao_density_matrix" and out["info"]["kpts"] == [1, 1, 1]
+    assert out["targets"]["density"].astype(np.float64).sum() * out["info"]["voxel_volume_A3"] == pytest.approx(
+        32.0, rel=1e-6)
+
+
 # slow (~40 s: two GPAW runs of an h-BN sheet)
 @pytest.mark.slow
 def test_lcao_sheet_density_matches_plane_waves():

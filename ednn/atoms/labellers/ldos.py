@@ -42,7 +42,9 @@ the grid, at each k-point) keeps its sums so far in ``scf-<key>.states.npz``
 beside, written at a k-point's end once ``checkpoint_seconds`` have passed, so
 a restarted record goes on from the next k-point (``info["states_resumed"]``:
 the k-points taken from the file). The file's eigenvalues must match the
-resumed calculation's (1e-3 eV), or it is set aside with a warning.
+resumed calculation's (1e-3 eV), or it is set aside with a warning. A
+density-only LCAO record reads no state (:func:`lcao_density`: GPAW's
+density-matrix routine, one pass over the grid per k-point; ``info["density_from"]``).
 
 Each record's ``info`` gets GPAW's Fermi level, free energy, energy extrapolated
 to zero width, eigenvalue band energy, electron count, the eigenvalues and
@@ -445,20 +447,26 @@ class GpawLdosLabeller(Labeller):
         ng = states["shape"]
         dv = at.get_volume() / np.prod(ng)
         n_e = float(calc.get_number_of_electrons())
-        density = np.zeros(int(np.prod(ng)))
-        ldos = None if self.density_only else np.zeros((density.size, self.grid.n))
-        e_grid = self.grid.energies
-        sums = _StateSums(self.checkpoint_path(atoms), self.checkpoint_seconds, states["eigenvalues"],
-                          density, ldos)
-        for spin, k, weight, eps, occ, psi2 in states["iter"](skip=sums.done):
-            # one block of bands at a time; psi2: (n, Ng) renormalised |psi|^2 (each row sums to 1 / dv)
-            sums.at(spin, k)
-            density += occ @ psi2
-            if ldos is not None:
-                g = gaussian(e_grid[None, :] - eps[:, None], self.width)  # (n, nE)
-                ldos += psi2.T @ (g * weight)
-        sums.at(None, None)
-        at.info["states_resumed"] = sums.resumed
+        lcao = self.density_only and self.settings["mode"] == "lcao" and _serial_lcao(calc)
+        if lcao:  # the density from GPAW's density-matrix routine: no wave function on the grid (see lcao_density)
+            density = lcao_density(calc, states["occupations"][..., :n_used], ng).ravel()
+            ldos = None
+            at.info["states_resumed"] = False
+        else:
+            density = np.zeros(int(np.prod(ng)))
+            ldos = None if self.density_only else np.zeros((density.size, self.grid.n))
+            e_grid = self.grid.energies
+            sums = _StateSums(self.checkpoint_path(atoms), self.checkpoint_seconds, states["eigenvalues"],
+                              density, ldos)
+            for spin, k, weight, eps, occ, psi2 in states["iter"](skip=sums.done):
+                # one block of bands at a time; psi2: (n, Ng) renormalised |psi|^2 (each row sums to 1 / dv)
+                sums.at(spin, k)
+                density += occ @ psi2
+                if ldos is not None:
+                    g = gaussian(e_grid[None, :] - eps[:, None], self.width)  # (n, nE)
+                    ldos += psi2.T @ (g * weight)
+            sums.at(None, None)
+            at.info["states_resumed"] = sums.resumed
         info = {
             "electronic_temperature_K": self.temperature,
             "fermi_level_eV": float(calc.get_fermi_level()),
@@ -478,6 +486,7 @@ class GpawLdosLabeller(Labeller):
             "gpaw_version": self.settings.get("gpaw_version", str(_import_gpaw().__version__)),
             "scf_seconds": t_scf,
             "seconds": time.perf_counter() - t0,
+            "density_from": "lcao_density_matrix" if lcao else "states",
             **{k: at.info[k] for k in _SCF_INFO if k in at.info},
         }
         targets = {"density": density.reshape(ng).astype(np.float32)}
@@ -591,7 +600,8 @@ def kohn_sham_states(calc: Any, n_bands: int, block_bytes: int = 256 * 2**20,
     (``eps`` and ``occ`` of that block): the wave functions of a block hold at
     most ``block_bytes``, so a large cell's states (a 178-atom sheet: 580 bands
     on 1.25 million grid points, 12 GB at once) never all sit in memory.
-    ``iter(skip)`` leaves out the (spin, k) pairs in ``skip``.
+    ``iter(skip)`` leaves out the (spin, k) pairs in ``skip``. ``occupations``: (n_spins, n_k, n_b), ``weight x
+    f_nk`` as ``occ``.
 
     ``min_occupation`` (for the density alone): at each k-point, the bands above
     the last one whose occupation (0..1) reaches it are not read. Each carries
@@ -645,7 +655,60 @@ def kohn_sham_states(calc: Any, n_bands: int, block_bytes: int = 256 * 2**20,
                     p2 /= norms[:, None]  # each state now carries one electron: sum_r p2 dv = 1
                     yield s, k, wks[k], eps[s, k, n1:n2], occ_f[s, k, n1:n2], p2
     return {"eigenvalues": eps, "weights": wk, "highest": eps[..., -1].min(axis=0), "band_energy": band_energy,
-            "shape": shape, "n_spins": ns, "iter": gen}
+            "shape": shape, "n_spins": ns, "occupations": occ_f, "iter": gen}
+
+
+def _serial_lcao(calc: Any) -> bool:
+    """Whether ``calc`` is a serial LCAO calculation of the new GPAW (what :func:`lcao_density` reads)."""
+    try:
+        wfs = list(calc.dft.ibzwfs)
+    except AttributeError:
+        return False
+    return all(hasattr(w, "C_nM") and hasattr(w, "basis") and w.C_nM.dist.comm.size == 1 for w in wfs)
+
+
+def lcao_density(calc: Any, occupations: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The density of :func:`kohn_sham_states`' states, ``sum_n occ_n |psi_n|^2 / <psi_n|psi_n>_grid``, of a
+    converged LCAO calculation, without forming a wave function on the grid (1/Angstrom^3, ``shape``).
+
+    With ``psi_n = sum_mu C_n,mu Phi_mu``, the grid norm of each state is ``C_n T C_n^H`` where ``T`` is the
+    grid overlap of the basis functions (GPAW's potential matrix of a potential of 1), and the density is
+    GPAW's own density routine applied to the density matrix of the weights ``occ_n / norm_n``: one pass over
+    the grid per k-point, where reading the states costs one per band (and per band a pass over all basis
+    functions at k != Gamma: 4-6 s per band, an hour per k-point, for a 178-atom sheet). The two agree to
+    round-off (``tests/test_ldos_data.py``); band 0 of the first k-point is checked against its wave function.
+    ``occupations``: (n_spins, n_k, n_bands), ``weight x f_nk`` (the spin factor included).
+    """
+    ns = occupations.shape[0]
+    nb = occupations.shape[-1]
+    density = np.zeros(shape)
+    first = True
+    for w in calc.dft.ibzwfs:
+        s, k = (int(w.spin), int(w.k)) if ns > 1 else (0, int(w.k))
+        c = w.C_nM.data[:nb]
+        t = np.zeros((c.shape[1], c.shape[1]), dtype=c.dtype)
+        w.basis.calculate_potential_matrix(np.ones(shape), t, w.q)  # lower triangle of <Phi_mu|Phi_nu>_grid
+        t = np.tril(t)
+        t = t + t.conj().T - np.diag(np.diag(t))
+        norms = np.einsum("nm,mk,nk->n", c, t, c.conj()).real
+        if np.any(norms < 0.5) or np.any(norms > 1.5):
+            raise BackendError(f"LCAO state norms at k-point {k} range {norms.min():.3f}-{norms.max():.3f}; "
+                               "expected about 1: GPAW's LCAO API differs from what ednn expects")
+        weights = occupations[s, k] / norms
+        w.basis.construct_density((c.conj().T * weights) @ c, density, w.q)
+        if first:  # the same for one state through its wave function (the path of the LDOS labels)
+            one = np.zeros(shape)
+            w.basis.construct_density(np.outer(c[0].conj(), c[0]), one, w.q)
+            psi = calc.dft.wave_functions(n1=0, n2=1, kpt=k, spin=s).data[0]
+            p2 = np.abs(psi) ** 2
+            ref = p2 / (p2.sum() * abs(calc.get_atoms().get_volume()) / p2.size)  # renormalised, 1/A^3
+            got = one / units.Bohr**3 / norms[0]
+            if np.abs(got - ref).max() > 1e-6 * ref.max():
+                raise BackendError("the LCAO density-matrix route disagrees with the wave function of band 0 "
+                                   f"({np.abs(got - ref).max() / ref.max():.2e} of its maximum): GPAW's LCAO API "
+                                   "differs from what ednn expects")
+            first = False
+    return density / units.Bohr**3  # GPAW's routine works in 1/Bohr^3
 
 
 def _valence_electrons(atoms: Atoms, xc: str) -> float:
