@@ -354,6 +354,16 @@ def test_density_model_conserves_electrons_on_request_and_keeps_its_labels_tempe
     np.testing.assert_allclose(data / Bohr**3, cons, rtol=1e-4, atol=1e-6 * cons.max())
     np.testing.assert_allclose(cube_atoms.positions, at.positions, atol=1e-5)
     assert (tmp_path / "plots" / "density_2.png").stat().st_size > 0
+    # `evaluate` reports the MAPE of the conserved density beside the raw one
+    from ednn.workflows.evaluate import evaluate
+
+    ev = evaluate(str(tmp_path / "dens" / "model"), str(path), str(tmp_path / "ev"))["density"]
+    with Dataset(path) as ds:
+        label = ds.target("density", 0).astype(np.float64)
+    mask = label > 0.01 * label.max()
+    for key, p in (("density_mape_pct", raw), ("conserved_density_mape_pct", cons)):
+        assert ev["records"][0][key] == pytest.approx(100 * np.mean(np.abs(p[mask] - label[mask]) / label[mask]),
+                                                      rel=1e-5)
     with pytest.raises(InputError, match="one electronic temperature"):
         m.predict_density(at, t_e + 500.0)
     with pytest.raises(InputError, match="leave ldos out"):

@@ -320,13 +320,17 @@ def density_metrics(model, data: str, structs: list, out: str, fmt: str = "png")
     """A density model against the dataset's density labels, per record and over all
     (:func:`ednn.predict.electronic.density_errors`: MAPE over the voxels above 1 % of the label's maximum,
     electrons against the label's, RMSE), beside the baseline of the dataset's mean density
-    at every voxel. Writes ``density.<fmt>``: the first record's slice through its densest plane along z."""
+    at every voxel; for a model that knows the valence electrons (trained on gpaw-ldos records) also
+    ``conserved_density_mape_pct``, the MAPE of its density scaled to them (``predict_density(...,
+    conserve_electrons=True)``). Writes ``density.<fmt>``: the first record's slice through its densest plane
+    along z."""
     from ..plots import density_slice_plot  # noqa: PLC0415
-    from ..predict.electronic import density_errors  # noqa: PLC0415
+    from ..predict.electronic import density_errors, n_electrons_of  # noqa: PLC0415
 
     labels = load_targets(data, ["density"])["density"]
     true = [np.asarray(t, np.float64).reshape(np.shape(t)[:3]) for t in labels]
     mean = float(np.mean([t.mean() for t in true]))
+    conserve = "valence" in (model.meta.get("electronic") or {})
     rows = []
     for i, (s, t) in enumerate(zip(structs, true, strict=True)):
         pred = model.predict_field(s, "density")[..., 0]
@@ -335,11 +339,16 @@ def density_metrics(model, data: str, structs: list, out: str, fmt: str = "png")
         dv = abs(float(np.linalg.det(_as_atoms(s).cell))) / t.size
         rows.append({"record": i, "n_atoms": n_atoms(s), **density_errors(pred, t, dv),
                      "mean_baseline_mape_pct": density_errors(np.full_like(t, mean), t, dv)["density_mape_pct"]})
+        if conserve:
+            n_e = n_electrons_of(model, _as_atoms(s))
+            rows[-1]["conserved_density_mape_pct"] = density_errors(
+                pred * (n_e / (float(pred.sum()) * dv)), t, dv)["density_mape_pct"]
         if i == 0:
             k = int(np.argmax(t.sum(axis=(0, 1))))
             density_slice_plot({"DFT": t, "ednn": pred}, os.path.join(out, f"density.{fmt}"), axis=2, index=k,
                                title=f"density, slice z = {k} (densest plane)")
-    keys = ("density_mape_pct", "electrons_pct", "rmse", "mean_baseline_mape_pct")
+    keys = ("density_mape_pct", "electrons_pct", "rmse", "mean_baseline_mape_pct") + (
+        ("conserved_density_mape_pct",) if conserve else ())
     return {"records": rows, **{k: {"mae": float(np.mean([abs(r[k]) for r in rows])),
                                     "max": float(np.max([abs(r[k]) for r in rows]))} for k in keys}}
 
