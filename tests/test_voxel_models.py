@@ -336,6 +336,13 @@ def test_density_model_conserves_electrons_on_request_and_keeps_its_labels_tempe
     big = at.repeat((2, 1, 1))
     np.testing.assert_allclose(m.predict_density(big, conserve_electrons=True), np.tile(cons, (2, 1, 1)), rtol=1e-5,
                                atol=1e-6 * np.abs(cons).max())
+    from ednn.atoms import structures as st
+
+    sheet = st.graphene(2, 2)  # a sheet in a box with vacuum (pbc off across it), as the sheet data
+    sheet.numbers[:] = 13
+    assert not sheet.pbc[2]
+    rho = m.predict_density(sheet, conserve_electrons=True)
+    assert rho.sum() * sheet.get_volume() / rho.size == pytest.approx(3.0 * len(sheet), rel=1e-12)
     # `ednn predict` with the density model: electrons per structure, a slice figure and a cube file each
     import subprocess
     import sys

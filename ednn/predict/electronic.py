@@ -212,8 +212,7 @@ def predict_density(model, atoms: Any, temperature: float | None = None, ldos: n
             raise InputError(f"this density model predicts the density at one electronic temperature, {known}, not "
                              f"at {temperature} K: leave temperature out, or train an LDOS model (data.targets: "
                              "[ldos]) to reach other temperatures")
-    _check_bulk(model, atoms)
-    rho = np.asarray(model.predict_field(atoms, DENSITY.key)[..., 0], dtype=np.float64)
+    rho = np.asarray(model.predict_field(atoms, DENSITY.key)[..., 0], dtype=np.float64)  # sheets in a box too
     if conserve_electrons:
         n_e = n_electrons_of(model, atoms)
         held = float(rho.sum()) * _voxel_volume(atoms, rho[..., None])
