@@ -73,7 +73,7 @@ def n_electrons_of(model, atoms: Any) -> float:
 
 def _check_bulk(model, atoms: Any) -> None:
     if model.dim == 3 and not np.all(atoms.pbc):
-        raise InputError("this 3D per-voxel model needs a periodic cell (pbc = True along all three vectors); "
+        raise InputError("this 3D LDOS model needs a periodic cell (pbc = True along all three vectors); "
                          "put the structure in a cell (with vacuum where it is not periodic) and set pbc=True")
 
 
