@@ -28,7 +28,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "ldos": ("ednn.cli.ldos", "check an LDOS dataset, or derive DOS properties at any electronic temperature"),
     "config": ("ednn.cli.config", "print the full resolved training configuration (--show CONFIG)"),
     "train": ("ednn.cli.model", "train a model from a config file"),
-    "predict": ("ednn.cli.model", "predict energies of structures with a trained model"),
+    "predict": ("ednn.cli.model", "predict energies, or LDOS / density and what follows, of structures with a trained model"),
     "evaluate": ("ednn.cli.model", "evaluate a trained model on a labelled dataset"),
     "demo": ("ednn.cli.model", "the main job: data, training, evaluation, report"),
 }

@@ -65,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
     elif verb == "predict":
         parser.add_argument("model", help="model folder (or .zip)")
         parser.add_argument("structures", help="structures: .h5 dataset or any file ase.io reads")
-        parser.add_argument("-o", "--output", help="write a CSV of index, n_atoms, energy, energy per atom")
+        parser.add_argument("-o", "--output", help="write the CSV here (energy models: index, n_atoms, energy, energy per atom; "
+                                                         "LDOS and density models: see --temperature, --conserve-electrons)")
         parser.add_argument("--map", metavar="DIR",
                             help="one huge 2D structure: stream it with a progress bar and write DIR/summary.json, "
                             "energy_map.npy/.png (block energies) and regions.json (per-region energies)")
