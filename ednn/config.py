@@ -51,7 +51,7 @@ IMAGE_ONLY = {
     "train": ("epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "schedule", "min_lr_fraction",
               "decay_rate", "warmup_epochs", "plateau_patience", "plateau_factor", "patience", "restore_best",
               "clip_norm", "loss", "huber_delta", "force_weight", "field_weight", "field_integral_weight",
-              "field_moment_weight", "field_band_weight", "field_density_weight",
+              "field_moment_weight", "field_band_weight", "field_density_weight", "field_relative_floor",
               "lr_scaling", "max_time_s", "bucket", "augment"),
 }
 ACTIVATIONS = ("swish", "silu", "tanh", "softplus", "gelu", "elu", "relu", "shifted_softplus")
@@ -183,6 +183,11 @@ SCHEMA: dict[str, dict[str, tuple[Any, tuple[type, ...], tuple | None, _Range]]]
         "field_band_weight": (None, _OPT_NUM, None, _NONNEG),
         # LDOS only: weight of the mean squared density error of each voxel over the mean electron density
         "field_density_weight": (0.0, _NUM, None, _NONNEG),
+        # per-voxel field term as a relative error: each voxel's error over max(|label|, floor), both in network
+        # units (the label over the field's scale, its training RMS), instead of the plain squared error, which
+        # barely sees the voxels a density MAPE counts most (a sheet's tails at 1-10 % of its maximum). The
+        # floor keeps the vacuum's near-zero labels from dominating. None: the plain squared error
+        "field_relative_floor": (None, _OPT_NUM, None, _POS),
         "lr_scaling": ("none", (str,), ("none", "linear", "sqrt"), None),
         "backend": ("auto", (str,), ("auto", "serial", "horovod"), None),
         "progress": (True, (bool,), None, None),

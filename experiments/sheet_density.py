@@ -58,7 +58,11 @@ CONFIG = {
 VARIANTS = {"ednn": {}, "ednn_k5": {"layers": 4, "kernel": 5}, "ednn_l8": {"layers": 8},
             # trained on a random rotation / mirror of each box every epoch (8 for a rectangular or square box,
             # labels mapped with the atoms), predicted as the mean over them (model.symmetrize_fields)
-            "ednn_sym": {"train": {"augment": "symmetry"}, "symmetrize_fields": True}}
+            "ednn_sym": {"train": {"augment": "symmetry"}, "symmetrize_fields": True},
+            # the density error of each voxel relative to its label (train.field_relative_floor), floored at 0.1
+            # network units: the metric's threshold, 1 % of a sheet's maximum, is 0.08-0.13 of the training RMS
+            "ednn_rel": {"train": {"field_relative_floor": 0.1}},
+            "ednn_sym_rel": {"train": {"augment": "symmetry", "field_relative_floor": 0.1}, "symmetrize_fields": True}}
 
 R_MAX, DR = 4.0, 0.05  # the atomic-density baseline's radial range and knot spacing (A)
 K_NEAR = 6  # the MLP's neighbours per species

@@ -91,6 +91,34 @@ def test_field_training_beats_the_mean_20x(toy_run):
     assert log[-1]["val_field_toy_rmse"] < 0.1 * log[0]["val_field_toy_rmse"]
 
 
+def test_relative_field_loss_is_each_voxels_error_over_its_label_above_the_floor(tmp_path):
+    """`train.field_relative_floor` f: the field term is the mean of ((pred - label) / max(|label|, f))^2 in
+    network units; the logged validation loss equals it recomputed from the model's predictions by hand."""
+    structs = toy_structures(8, seed=3)
+    data = _write(tmp_path / "toy.h5", structs)
+    floor = 0.3
+    _, cfg = _config(tmp_path, data, epochs=2, field_relative_floor=floor, patience=0, restore_best=False,
+                     deterministic=True)
+    cfg["data"].update({"val_fraction": 0.25, "test_fraction": 0.0})
+    model = train(cfg)
+    split = json.load(open(tmp_path / "run" / "split.json"))
+    f = model.fields["toy"]
+    terms, plain = [], []
+    for i in split["val"]:
+        lab = f.to_network(toy_field(structs[i])).astype(np.float64)
+        pred = f.to_network(model.predict_field(structs[i])).astype(np.float64)
+        terms.append(((pred - lab) / np.maximum(np.abs(lab), floor)).ravel() ** 2)
+        plain.append((pred - lab).ravel() ** 2)
+        below = np.mean(np.abs(lab) < floor)
+        assert 0.05 < below < 0.95  # both sides of the floor are in the test
+    log = json.load(open(tmp_path / "run" / "log.json"))
+    want = np.mean(np.concatenate(terms))
+    assert log[-1]["val_loss"] == pytest.approx(want, rel=1e-4)
+    assert abs(np.mean(np.concatenate(plain)) / want - 1) > 0.1  # the plain squared error is another number
+    with pytest.raises(ConfigError, match="field_relative_floor"):
+        train(_config(tmp_path, data, field_relative_floor=0.0)[1])
+
+
 def test_whole_tiled_and_streamed_fields_agree(toy_run):
     model = toy_run[0]
     at = st.rattle(st.bcn_alloy(5, 4, rng=7), 0.08, rng=7)  # 20 x 16 pixels: several tiles and strips

@@ -80,6 +80,7 @@ class Trainer:
         w_int = float(cfg["field_integral_weight"])
         w_mom, w_den = float(cfg["field_moment_weight"]), float(cfg["field_density_weight"])
         w_band = w_mom if cfg["field_band_weight"] is None else float(cfg["field_band_weight"])
+        floor = cfg["field_relative_floor"]
         moment = self._ldos_moments(tf) if (w_mom or w_band or w_den) else None
         groups = [(f.start - f0, f.sub_voxels, f.channels) for f in self.model.fields.values()]
         x_spec = tf.TensorSpec([None] * (d + 1) + [self.model.in_channels], tf.float32)
@@ -113,7 +114,8 @@ class Trainer:
                     real = tf.cast(mask > 0, tf.float32)[..., None]
                     diff = (out[..., f0 : f0 + F] - lab) * real
                     sq_f = tf.reduce_sum(tf.square(diff))
-                    loss = loss + w_field * sq_f / tf.maximum(tf.reduce_sum(real) * F, 1.0)
+                    sq_w = sq_f if floor is None else tf.reduce_sum(tf.square(diff / tf.maximum(tf.abs(lab), floor)))
+                    loss = loss + w_field * sq_w / tf.maximum(tf.reduce_sum(real) * F, 1.0)
                     if w_int:  # cell means accumulated over channels (an LDOS: states below E per volume)
                         axes = list(range(1, d + 1))
                         cell = tf.reduce_sum(diff, axis=axes) / tf.maximum(tf.reduce_sum(real, axis=axes), 1.0)
@@ -302,7 +304,8 @@ class Trainer:
     def _evaluate_fields(self, sub: TrainSet, batch_size: int) -> dict[str, float]:
         """Per field: RMSE and MAE over all voxels and channels (physical units); adds the loss term."""
         fields = self.model.fields
-        sums = np.zeros((len(fields), 4))  # sum |err|, sum err^2, sum err^2 in network units, count
+        floor = self.cfg["field_relative_floor"]
+        sums = np.zeros((len(fields), 4))  # sum |err|, sum err^2, the loss term's sum (network units), count
         for b0 in range(0, len(sub), batch_size):
             idx = list(range(b0, min(b0 + batch_size, len(sub))))
             labels = [self.field_labels(sub, i) for i in idx]
@@ -311,9 +314,11 @@ class Trainer:
             real = b.mask > 0
             f0 = int(self.model.energy_output is not None)  # labels hold the field channels only
             for j, f in enumerate(fields.values()):
-                d_net = (y[..., f.start : f.stop] - b.fields[..., f.start - f0 : f.stop - f0])[real]
+                lab = b.fields[..., f.start - f0 : f.stop - f0][real]
+                d_net = y[..., f.start : f.stop][real] - lab
                 d = d_net * f.net_scale
-                sums[j] += [np.abs(d).sum(), (d * d).sum(), (d_net * d_net).sum(), d.size]
+                d_w = d_net if floor is None else d_net / np.maximum(np.abs(lab), floor)
+                sums[j] += [np.abs(d).sum(), (d * d).sum(), (d_w * d_w).sum(), d.size]
         sums = np.asarray(self.backend.allreduce_sum(sums.ravel()), dtype=np.float64).reshape(sums.shape)
         out: dict[str, float] = {}
         sq_net = cnt = 0.0
