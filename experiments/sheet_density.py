@@ -21,7 +21,7 @@ Models, all fitted to the same training records:
 Metric (``ednn.predict.electronic.density_errors``): the density MAPE over the voxels where the label
 exceeds 1 % of its maximum, the electrons of the predicted density against the label's, per record; on the
 split's test records and on every _x4 record. ``<model>_ne``: the same model's density scaled to the cell's
-valence electrons (``predict_density(..., conserve_electrons=True)`` for the CNNs; ``atoms`` always is). Output ``experiments/results/<results>.{json,png}``::
+valence electrons (what ``predict_density(..., conserve_electrons=True)`` gives; ``atoms`` always is). Output ``experiments/results/<results>.{json,png}``::
 
     nice python experiments/sheet_density.py --minutes 40
 """
@@ -246,15 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         preds, secs = {}, {}
         for name, m in models.items():
             t1 = time.perf_counter()
-            preds[name] = m.predict_field(at, "density")[..., 0]
+            preds[name] = m.predict_density(at)
             secs[name] = time.perf_counter() - t1
-            # the same field scaled to the cell's valence electrons (the library's own call)
-            preds[f"{name}_ne"] = m.predict_density(at, conserve_electrons=True)
         sup = (radial_design(at, rho.shape, species) @ profiles).reshape(rho.shape)
         preds["atoms"] = sup * n_e / (sup.sum() * dv)  # normalised to the electron count, as a user would
         if mlp is not None:
             preds["mlp"] = mlp(local_features(at, rho.shape, species)).reshape(rho.shape)
-            preds["mlp_ne"] = preds["mlp"] * n_e / (preds["mlp"].sum() * dv)
+        for name in [n for n in preds if n != "atoms"]:  # each scaled to the cell's electrons, as "atoms" is
+            preds[f"{name}_ne"] = preds[name] * n_e / (preds[name].sum() * dv)
         row = {"role": role, "formula": at.get_chemical_formula(), "n_atoms": len(at),
                "defect": info.get("defect"), "gpaw_seconds": info.get("label_seconds"),
                "predict_seconds": secs, "label_electrons_pct": 100 * (rho.sum() * dv - n_e) / n_e}
